@@ -1,0 +1,40 @@
+//! One module per subcommand; `run` dispatches.
+
+mod bm25;
+mod eval;
+mod pipeline;
+mod prepare;
+
+use std::path::Path;
+
+use anyhow::Context;
+use clap::Subcommand;
+use dgr_core::config::{self, Config};
+use figment::Figment;
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Import a dataset (BEIR, MS MARCO, DPR or Wikipedia Vital Articles) into a dgr dataset
+    /// directory: corpus.arrow, queries-<split>.arrow, qrels-<split>.tsv, dataset.json.
+    Prepare(prepare::Args),
+    /// BM25 baseline: build an index over a corpus, search queries into a TREC run.
+    #[command(subcommand)]
+    Bm25(bm25::Command),
+    /// Evaluate a TREC run: Recall@k, MRR@10, nDCG@10 against qrels, and/or answer-hit R@k.
+    Eval(eval::Args),
+    /// Run the whole pipeline of the configured job (today: prepare, BM25, eval).
+    Run(pipeline::Args),
+}
+
+pub fn run(command: Command, config_file: Option<&Path>) -> anyhow::Result<()> {
+    match command {
+        Command::Prepare(args) => prepare::run(&load_config(config_file, args.overrides())?, &args),
+        Command::Bm25(cmd) => bm25::run(&load_config(config_file, cmd.overrides())?, &cmd),
+        Command::Eval(args) => eval::run(&load_config(config_file, Figment::new())?, &args),
+        Command::Run(args) => pipeline::run(&load_config(config_file, Figment::new())?, &args),
+    }
+}
+
+fn load_config(file: Option<&Path>, overrides: Figment) -> anyhow::Result<Config> {
+    config::load(file, overrides).context("cannot load configuration")
+}

@@ -1,0 +1,114 @@
+//! Typed configuration, one struct per stage, layered with figment:
+//!
+//! 1. the embedded defaults (`configs/demo.toml`, compiled into the program),
+//! 2. a user TOML file (`--config`),
+//! 3. `DGR_` environment variables, `__` separating levels (`DGR_BM25__TOP_K=200`),
+//! 4. command-line flags.
+//!
+//! Unknown keys are errors that name the key and where it came from.
+
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::import::{DatasetFormat, SplitPercent};
+
+/// The defaults every run starts from: the CPU demo on the wiki-vital set.
+pub const EMBEDDED_DEFAULTS: &str = include_str!("../../../configs/demo.toml");
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub job: JobConfig,
+    pub prepare: PrepareConfig,
+    pub bm25: Bm25Config,
+    pub eval: EvalConfig,
+}
+
+/// Where a job keeps its artefacts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobConfig {
+    /// Job directory: `data/`, `bm25/`, `runs/`, `metrics.jsonl` live under it.
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrepareConfig {
+    pub format: DatasetFormat,
+    /// Source file or directory (per format).
+    pub input: PathBuf,
+    /// Skip malformed records (counted in the summary) instead of failing.
+    pub skip_invalid: bool,
+    /// Split of queries for sources without splits (wiki-vital).
+    pub split: SplitPercent,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bm25Config {
+    /// Documents retrieved per query.
+    pub top_k: usize,
+    /// Threads for indexing and search; 0 = all cores.
+    pub threads: usize,
+    /// Indexing memory budget in MB (split across threads).
+    pub memory_mb: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalConfig {
+    /// Splits the pipeline searches and evaluates.
+    pub splits: Vec<String>,
+    /// Cutoffs of Recall@k (qrels) and answer-hit R@k.
+    pub recall_at: Vec<usize>,
+}
+
+impl JobConfig {
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+    pub fn bm25_dir(&self) -> PathBuf {
+        self.dir.join("bm25")
+    }
+    pub fn runs_dir(&self) -> PathBuf {
+        self.dir.join("runs")
+    }
+}
+
+/// Builds the layered configuration; `overrides` (from CLI flags) are merged last.
+pub fn load(user_file: Option<&Path>, overrides: Figment) -> Result<Config> {
+    let mut figment = Figment::from(Toml::string(EMBEDDED_DEFAULTS));
+    if let Some(path) = user_file {
+        if !path.is_file() {
+            return Err(Error::io(path, "cannot read config file", std::io::Error::from(std::io::ErrorKind::NotFound)));
+        }
+        figment = figment.merge(Toml::file(path));
+    }
+    figment = figment.merge(Env::prefixed("DGR_").split("__")).merge(overrides);
+    let config: Config = figment.extract().map_err(|errors| {
+        Error::Config(errors.into_iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))
+    })?;
+    config.validate()?;
+    Ok(config)
+}
+
+impl Config {
+    fn validate(&self) -> Result<()> {
+        let split = self.prepare.split;
+        if u32::from(split.train) + u32::from(split.dev) + u32::from(split.test) != 100 {
+            return Err(Error::Config("prepare.split percentages must add up to 100".into()));
+        }
+        if self.bm25.top_k == 0 {
+            return Err(Error::Config("bm25.top_k must be at least 1".into()));
+        }
+        if self.eval.recall_at.contains(&0) {
+            return Err(Error::Config("eval.recall_at cutoffs must be at least 1".into()));
+        }
+        Ok(())
+    }
+}
