@@ -1,6 +1,9 @@
 //! DPR's answer matching: Unicode NFD, then the `SimpleTokenizer` token pattern
 //! (runs of letters/digits/marks, or any single other non-space, non-control character),
 //! lower-cased; an answer matches if its tokens occur contiguously in the passage's tokens.
+//!
+//! One deliberate difference: DPR finds an empty answer (no tokens) in every passage; here an
+//! empty answer matches nothing.
 
 use regex::Regex;
 use unicode_normalization::UnicodeNormalization;

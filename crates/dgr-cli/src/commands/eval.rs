@@ -74,12 +74,17 @@ pub fn answer_report(run: &Run, queries: &Path, corpus: &Path, at: &[usize]) -> 
     Ok(evaluate_answers(run, &answers, |id| texts.get(id).copied(), at))
 }
 
-/// A plain-text table: one row per metric.
+/// A plain-text table: one row per metric, cutoffs in numeric order.
 pub fn table(reports: &[(&str, EvalReport)]) -> String {
     let mut out = String::new();
     for (name, report) in reports {
         out.push_str(&format!("{:<16} {:>10}\n", format!("[{name}] queries"), report.queries));
-        for (metric, value) in &report.metrics {
+        let mut rows: Vec<(&String, &f64)> = report.metrics.iter().collect();
+        rows.sort_by_key(|(metric, _)| {
+            let (family, cutoff) = metric.split_once('@').unwrap_or((metric.as_str(), ""));
+            (family.to_string(), cutoff.parse::<usize>().unwrap_or(0))
+        });
+        for (metric, value) in rows {
             out.push_str(&format!("{metric:<16} {value:>10.4}\n"));
         }
     }

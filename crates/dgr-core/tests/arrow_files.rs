@@ -1,0 +1,109 @@
+//! Arrow record files: round trips, provenance metadata, and refusal of foreign or damaged files.
+
+use std::path::Path;
+
+use dgr_core::arrow_file::{read_records, write_records, RecordReader, FORMAT_KEY, VERSION_KEY};
+use dgr_core::{Error, Passage, Query};
+
+fn passages() -> Vec<Passage> {
+    (0..10_000)
+        .map(|i| Passage {
+            id: format!("p{i}"),
+            title: if i % 3 == 0 { String::new() } else { format!("Title {i} — ünïcode") },
+            text: format!("text of passage {i}"),
+            pseudo_queries: (0..i % 4).map(|j| format!("pq {i}/{j}")).collect(),
+        })
+        .collect()
+}
+
+#[test]
+fn corpus_round_trips_across_batches_with_metadata() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("corpus.arrow");
+    let rows = write_records(&path, &[("dgr.source", "test")], passages()).unwrap();
+    assert_eq!(rows, 10_000);
+    let reader = RecordReader::<Passage>::open(&path).unwrap();
+    assert!(reader.num_batches() > 1, "several batches exercise the row offsets");
+    assert_eq!(reader.metadata()[FORMAT_KEY], "dgr.corpus");
+    assert_eq!(reader.metadata()[VERSION_KEY], "1");
+    assert_eq!(reader.metadata()["dgr.source"], "test");
+    assert_eq!(reader.read_all().unwrap(), passages());
+    // Nothing but the file itself is left in the directory (the temporary was renamed).
+    let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("corpus.arrow")]);
+}
+
+#[test]
+fn a_queries_file_is_refused_as_a_corpus() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("queries.arrow");
+    let query = Query { id: "q1".into(), text: "what".into(), answers: vec!["a".into()] };
+    write_records(&path, &[], vec![query]).unwrap();
+    let err = read_records::<Passage>(&path).unwrap_err();
+    assert!(matches!(err, Error::Format { .. }), "{err}");
+    let message = err.to_string();
+    assert!(message.contains("queries.arrow"), "{message}");
+    assert!(message.contains("holds `dgr.queries` records, expected `dgr.corpus`"), "{message}");
+}
+
+#[test]
+fn a_non_arrow_file_and_a_missing_file_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("corpus.arrow");
+    std::fs::write(&path, b"{\"not\": \"arrow\"}").unwrap();
+    let message = read_records::<Passage>(&path).unwrap_err().to_string();
+    assert!(message.contains("not a readable Arrow IPC file"), "{message}");
+
+    let missing = dir.path().join("nope.arrow");
+    let err = read_records::<Passage>(&missing).unwrap_err();
+    assert!(err.to_string().contains("nope.arrow: cannot open"), "{err}");
+}
+
+/// Writes an Arrow file by hand, as another tool might, to test what the reader accepts.
+fn write_foreign(path: &Path, metadata: &[(&str, &str)], nullable_text: bool, text: Vec<Option<&str>>) {
+    use std::sync::Arc;
+    use arrow_array::{ArrayRef, RecordBatch, StringArray};
+    use arrow_schema::{DataType, Field, Schema};
+    let n = text.len();
+    let list = dgr_core::arrow_file::string_list_column(std::iter::repeat_n(&[][..], n));
+    let schema = Schema::new_with_metadata(
+        vec![
+            Field::new("id", DataType::Utf8, false),
+            Field::new("title", DataType::Utf8, false),
+            Field::new("text", DataType::Utf8, nullable_text),
+            Field::new("pseudo_queries", dgr_core::arrow_file::string_list_type(), false),
+        ],
+        metadata.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<std::collections::HashMap<_, _>>(),
+    );
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values((0..n).map(|i| format!("p{i}")))),
+        Arc::new(StringArray::from_iter_values((0..n).map(|_| "t"))),
+        Arc::new(StringArray::from(text)),
+        list,
+    ];
+    let batch = RecordBatch::try_new(Arc::new(schema.clone()), columns).unwrap();
+    let mut writer = arrow_ipc::writer::FileWriter::try_new(std::fs::File::create(path).unwrap(), &schema).unwrap();
+    writer.write(&batch).unwrap();
+    writer.finish().unwrap();
+}
+
+#[test]
+fn schema_version_and_nulls_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("corpus.arrow");
+
+    write_foreign(&path, &[(FORMAT_KEY, "dgr.corpus"), (VERSION_KEY, "2")], false, vec![Some("a")]);
+    let message = read_records::<Passage>(&path).unwrap_err().to_string();
+    assert!(message.contains("schema version 2 is not supported"), "{message}");
+
+    write_foreign(&path, &[], false, vec![Some("a")]);
+    let message = read_records::<Passage>(&path).unwrap_err().to_string();
+    assert!(message.contains("no `dgr.format` schema metadata"), "{message}");
+
+    write_foreign(&path, &[(FORMAT_KEY, "dgr.corpus"), (VERSION_KEY, "1")], true, vec![Some("a"), None]);
+    let message = read_records::<Passage>(&path).unwrap_err().to_string();
+    assert!(message.contains("row 1: field `text`: is null"), "{message}");
+
+    write_foreign(&path, &[(FORMAT_KEY, "dgr.corpus"), (VERSION_KEY, "1")], false, vec![Some("a"), Some("b")]);
+    assert_eq!(read_records::<Passage>(&path).unwrap().len(), 2);
+}

@@ -1,0 +1,162 @@
+//! End-to-end tests of the `dgr` binary on the real-format fixtures in tests/fixtures.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use dgr_core::trec::{read_qrels, read_run};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
+}
+
+fn dgr(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dgr"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("RUST_LOG")
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap()
+}
+
+fn ok(dir: &Path, args: &[&str]) -> (String, String) {
+    let out = dgr(dir, args);
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
+    assert!(out.status.success(), "dgr {args:?} failed:\n{stderr}");
+    (stdout, stderr)
+}
+
+fn fails(dir: &Path, args: &[&str]) -> String {
+    let out = dgr(dir, args);
+    assert_eq!(out.status.code(), Some(1), "dgr {args:?} should fail");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn prepare_bm25_and_eval_compose_and_eval_matches_the_library() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let data = t.join("data");
+    ok(t, &["prepare", "--format", "msmarco", s(&fixtures().join("msmarco")), s(&data)]);
+    assert!(data.join("dataset.json").is_file());
+    ok(t, &["bm25", "index", "--corpus", s(&data.join("corpus.arrow")), "--index-dir", "idx"]);
+    let run = t.join("train.trec");
+    ok(t, &["bm25", "search", "--index-dir", "idx", "--queries", s(&data.join("queries-train.arrow")), "--run", s(&run), "--top-k", "7"]);
+    let parsed = read_run(&run).unwrap();
+    assert_eq!(parsed.rankings.len(), 31);
+    assert!(parsed.rankings.values().all(|docs| !docs.is_empty() && docs.len() <= 7));
+
+    let qrels = data.join("qrels-train.tsv");
+    let (stdout, _) = ok(t, &["eval", "--run", s(&run), "--qrels", s(&qrels), "--recall-at", "1,5"]);
+    assert!(stdout.contains("recall@5") && stdout.contains("mrr@10") && stdout.contains("ndcg@10"), "{stdout}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(t.join("train.trec.eval.json")).unwrap()).unwrap();
+    let expected = dgr_eval::evaluate_qrels(&parsed, &read_qrels(&qrels).unwrap(), &[1, 5]);
+    assert_eq!(json["qrels"]["queries"], 31);
+    for (name, value) in &expected.metrics {
+        let reported = json["qrels"]["metrics"][name].as_f64().unwrap();
+        assert!((reported - value).abs() < 1e-12, "{name}: {reported} vs {value}");
+    }
+}
+
+#[test]
+fn answer_hit_eval_on_dpr_questions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    ok(t, &["prepare", "--format", "dpr", s(&fixtures().join("dpr")), "data"]);
+    ok(t, &["bm25", "index", "--corpus", "data/corpus.arrow", "--index-dir", "idx"]);
+    ok(t, &["bm25", "search", "--index-dir", "idx", "--queries", "data/queries-dev.arrow", "--run", "dev.trec"]);
+    let (stdout, _) = ok(t, &["eval", "--run", "dev.trec", "--queries", "data/queries-dev.arrow", "--corpus", "data/corpus.arrow", "--out", "m.json"]);
+    assert!(stdout.contains("answer_hit@5"), "{stdout}");
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(t.join("m.json")).unwrap()).unwrap();
+    assert_eq!(json["answers"]["queries"], 3);
+    // Recount by hand: a query hits at k if one of its top k passages contains an answer.
+    let corpus: Vec<dgr_core::Passage> = dgr_core::arrow_file::read_records(&t.join("data/corpus.arrow")).unwrap();
+    let queries: Vec<dgr_core::Query> = dgr_core::arrow_file::read_records(&t.join("data/queries-dev.arrow")).unwrap();
+    let run = read_run(&t.join("dev.trec")).unwrap();
+    for k in [5, 20, 100] {
+        let hits = queries
+            .iter()
+            .filter(|q| {
+                run.rankings.get(&q.id).is_some_and(|docs| {
+                    docs.iter().take(k).any(|d| {
+                        let text = &corpus.iter().find(|p| p.id == d.doc_id).unwrap().text;
+                        dgr_eval::has_answer(&q.answers, text)
+                    })
+                })
+            })
+            .count();
+        let reported = json["answers"]["metrics"][format!("answer_hit@{k}")].as_f64().unwrap();
+        assert!((reported - hits as f64 / 3.0).abs() < 1e-12, "answer_hit@{k}: {reported} vs {hits}/3");
+    }
+}
+
+#[test]
+fn run_executes_the_configured_pipeline_and_reuses_finished_stages() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let config = t.join("job.toml");
+    let input = fixtures().join("wiki-vital/summaries_subset.json");
+    std::fs::write(&config, format!("[job]\ndir = \"job\"\n[prepare]\ninput = {:?}\n[eval]\nsplits = [\"train\", \"dev\"]\n", s(&input))).unwrap();
+
+    let (stdout, _) = ok(t, &["run", "--config", "job.toml"]);
+    assert!(stdout.contains("== bm25 on train (wiki-vital)") && stdout.contains("== bm25 on dev"), "{stdout}");
+    let metrics = std::fs::read_to_string(t.join("job/metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().count(), 2);
+    let first: serde_json::Value = serde_json::from_str(metrics.lines().next().unwrap()).unwrap();
+    assert_eq!(first["split"], "train");
+    assert_eq!(first["queries"], 31);
+    assert!(t.join("job/runs/bm25-dev.trec").is_file());
+
+    let (_, stderr) = ok(t, &["run", "--config", "job.toml"]);
+    assert!(stderr.contains("dataset already prepared: reusing it"), "{stderr}");
+    assert!(stderr.contains("BM25 index is current: reusing it"), "{stderr}");
+    let again = std::fs::read_to_string(t.join("job/metrics.jsonl")).unwrap();
+    assert_eq!(again.lines().count(), 4);
+    assert_eq!(again.lines().nth(2), metrics.lines().next(), "same data, same index, same numbers");
+}
+
+#[test]
+fn bad_input_and_bad_configuration_fail_with_located_messages() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let beir = t.join("beir");
+    std::fs::create_dir_all(beir.join("qrels")).unwrap();
+    for name in ["corpus.jsonl", "queries.jsonl", "qrels/train.tsv"] {
+        std::fs::copy(fixtures().join("beir").join(name), beir.join(name)).unwrap();
+    }
+    let corpus = beir.join("corpus.jsonl");
+    let text = std::fs::read_to_string(&corpus).unwrap();
+    let broken: Vec<&str> = text.lines().enumerate().map(|(i, l)| if i == 2 { "{broken" } else { l }).collect();
+    std::fs::write(&corpus, broken.join("\n")).unwrap();
+    let stderr = fails(t, &["prepare", "--format", "beir", s(&beir), "out"]);
+    assert!(stderr.contains("corpus.jsonl: line 3: field `record`: malformed JSON"), "{stderr}");
+    assert!(!t.join("out").exists());
+
+    let (_, stderr) = ok(t, &["prepare", "--format", "beir", "--skip-invalid", s(&beir), "out"]);
+    assert!(stderr.contains("skipped as invalid: record: malformed JSON"), "{stderr}");
+
+    std::fs::write(t.join("bad.toml"), "[bm25]\ntopk = 3\n").unwrap();
+    let stderr = fails(t, &["--config", "bad.toml", "bm25", "index"]);
+    assert!(stderr.contains("topk") && stderr.contains("bad.toml"), "{stderr}");
+
+    let stderr = fails(t, &["eval", "--run", "nope.trec", "--qrels", "nope.tsv"]);
+    assert!(stderr.contains("nope.trec: cannot open"), "{stderr}");
+}
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let (_, stderr) = ok(t, &["--log-format", "json", "prepare", "--format", "msmarco", s(&fixtures().join("msmarco")), "data"]);
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty());
+    for line in lines {
+        let value: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(value["level"].is_string() && value["fields"].is_object(), "{line}");
+    }
+}
