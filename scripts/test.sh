@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The project's test command (README, CI): fetches the assets, runs every test, then runs the
+# demo pipeline on the real wiki-vital set and checks that the BM25 baseline lands where the
+# reference implementation puts it (rank_bm25: R@5 ~77-79 on dev/test; a large gap is a bug).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/fetch-assets.sh
+cargo test --workspace --locked
+
+job=$(mktemp -d)
+trap 'rm -rf "$job"' EXIT
+DGR_JOB__DIR="$job" target/debug/dgr run
+python3 - "$job/metrics.jsonl" <<'PY'
+import json, sys
+rows = [json.loads(line) for line in open(sys.argv[1])]
+assert {r["split"] for r in rows} == {"dev", "test"}, rows
+for r in rows:
+    m = r["metrics"]
+    assert r["queries"] > 800, r
+    assert m["recall@5"] > 0.70 and m["recall@100"] > 0.90 and m["mrr@10"] > 0.58, r
+    print(f"demo bm25 {r['split']}: R@5 {m['recall@5']:.3f} R@20 {m['recall@20']:.3f} MRR@10 {m['mrr@10']:.3f}")
+print("2 passed, 0 failed")
+PY
