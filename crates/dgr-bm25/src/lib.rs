@@ -234,7 +234,8 @@ impl Bm25Index {
         let threads = thread_count(threads).min(queries.len().max(1));
         let chunk = queries.len().div_ceil(threads).max(1);
         progress.begin("bm25 search", queries.len() as u64);
-        let results: Vec<Result<Vec<(String, Vec<ScoredDoc>)>>> = std::thread::scope(|scope| {
+        type Rankings = Vec<(String, Vec<ScoredDoc>)>;
+        let results: Vec<Result<Rankings>> = std::thread::scope(|scope| {
             let handles: Vec<_> = queries
                 .chunks(chunk)
                 .map(|part| {

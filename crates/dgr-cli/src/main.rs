@@ -43,11 +43,14 @@ fn init_logging(format: LogFormat) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    match commands::run(cli.command, cli.config.as_deref()) {
+    let config = cli.config.as_deref();
+    match commands::run(cli.command, config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            tracing::error!("{err:#}");
-            eprintln!("error: {err:#}");
+            match cli.log_format {
+                LogFormat::Json => tracing::error!("{err:#}"),
+                LogFormat::Text => eprintln!("error: {err:#}"),
+            }
             ExitCode::FAILURE
         }
     }

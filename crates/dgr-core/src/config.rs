@@ -85,7 +85,7 @@ pub fn load(user_file: Option<&Path>, overrides: Figment) -> Result<Config> {
     let mut figment = Figment::from(Toml::string(EMBEDDED_DEFAULTS));
     if let Some(path) = user_file {
         if !path.is_file() {
-            return Err(Error::io(path, "cannot read config file", std::io::Error::from(std::io::ErrorKind::NotFound)));
+            return Err(Error::format(path, "config file does not exist"));
         }
         figment = figment.merge(Toml::file(path));
     }

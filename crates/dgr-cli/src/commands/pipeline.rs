@@ -24,8 +24,9 @@ pub struct Args {
 
 pub fn run(config: &Config, args: &Args) -> anyhow::Result<()> {
     let data = config.job.data_dir();
+    let input = config.prepare.input.display().to_string();
     let reuse_data = !args.overwrite
-        && DatasetManifest::load(&data).is_ok_and(|m| m.source == config.prepare.format);
+        && DatasetManifest::load(&data).is_ok_and(|m| m.source == config.prepare.format && m.input == input);
     if reuse_data {
         info!(dir = %data.display(), "dataset already prepared: reusing it");
     } else {

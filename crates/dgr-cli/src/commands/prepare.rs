@@ -10,7 +10,7 @@ use crate::progress::Bar;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Source layout (default: prepare.format of the configuration).
+    /// Source layout: beir, msmarco, dpr or wiki-vital (default: prepare.format).
     #[arg(long)]
     format: Option<DatasetFormat>,
     /// Source file or directory (default: prepare.input).

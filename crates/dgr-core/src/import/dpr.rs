@@ -13,6 +13,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::de::{DeserializeSeed, Deserializer, SeqAccess, Visitor};
+use serde::Deserialize as _;
 
 use super::builder::DatasetBuilder;
 use super::open_input;
@@ -152,8 +153,6 @@ fn id_or_number<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<S
         _ => None,
     })
 }
-
-use serde::Deserialize as _;
 
 fn import_biencoder(path: &Path, split: &str, builder: &mut DatasetBuilder, progress: &dyn Progress) -> Result<()> {
     let reader = open_input(path, "biencoder json", progress)?;

@@ -115,11 +115,7 @@ pub fn import(
         )));
     }
     if !input.exists() {
-        return Err(Error::io(
-            input,
-            "input not found",
-            std::io::Error::from(std::io::ErrorKind::NotFound),
-        ));
+        return Err(Error::format(input, "input does not exist"));
     }
     let mut builder = builder::DatasetBuilder::create(output, format, input, options)?;
     match format {
