@@ -15,13 +15,7 @@ pub struct AtomicFile {
 
 impl AtomicFile {
     pub fn create(dest: &Path) -> Result<Self> {
-        let dir = parent_dir(dest);
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, "cannot create directory", e))?;
-        let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let temp = tempfile::Builder::new()
-            .prefix(&format!(".{name}."))
-            .suffix(".tmp")
-            .tempfile_in(dir)
+        let temp = beside(dest, ".tmp", |builder, dir| builder.tempfile_in(dir))
             .map_err(|e| Error::io(dest, "cannot create temporary file", e))?;
         Ok(AtomicFile { dest: dest.to_path_buf(), temp })
     }
@@ -80,13 +74,7 @@ impl StagingDir {
                 "output already exists (pass --overwrite to replace it)",
             ));
         }
-        let dir = parent_dir(dest);
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, "cannot create directory", e))?;
-        let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let temp = tempfile::Builder::new()
-            .prefix(&format!(".{name}."))
-            .suffix(".partial")
-            .tempdir_in(dir)
+        let temp = beside(dest, ".partial", |builder, dir| builder.tempdir_in(dir))
             .map_err(|e| Error::io(dest, "cannot create staging directory", e))?;
         Ok(StagingDir { dest: dest.to_path_buf(), temp })
     }
@@ -106,6 +94,20 @@ impl StagingDir {
             Error::io(&self.dest, "cannot rename staging directory into place", e)
         })
     }
+}
+
+/// Creates a hidden temporary entry `.<name>.XXXXXX<suffix>` in `dest`'s folder (creating the
+/// folder), so that the final rename stays within one file system.
+fn beside<T>(
+    dest: &Path,
+    suffix: &str,
+    create: impl FnOnce(&tempfile::Builder, &Path) -> std::io::Result<T>,
+) -> std::io::Result<T> {
+    let dir = parent_dir(dest);
+    std::fs::create_dir_all(dir)?;
+    let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let prefix = format!(".{name}.");
+    create(tempfile::Builder::new().prefix(&prefix).suffix(suffix), dir)
 }
 
 fn parent_dir(path: &Path) -> &Path {

@@ -79,39 +79,54 @@ pub fn check_id(path: &Path, position: Position, field: &str, id: &str) -> Resul
     Ok(())
 }
 
+/// Splits a whitespace-separated line into exactly `n` columns; `None` for a blank line.
+fn columns<'a>(path: &Path, line_no: u64, line: &'a str, n: usize, names: &str) -> Result<Option<Vec<&'a str>>> {
+    let cols: Vec<&str> = line.split_whitespace().collect();
+    if cols.is_empty() {
+        return Ok(None);
+    }
+    if cols.len() != n {
+        return Err(Error::input(
+            path,
+            Position::Line(line_no),
+            "line",
+            "wrong number of columns",
+            format!("expected {n} ({names}), found {}", cols.len()),
+        ));
+    }
+    Ok(Some(cols))
+}
+
+/// One qrels line as (query id, doc id, relevance); `None` for a blank line.
+pub fn parse_qrels_line<'a>(path: &Path, line_no: u64, line: &'a str) -> Result<Option<(&'a str, &'a str, i32)>> {
+    let Some(cols) = columns(path, line_no, line, 4, "query_id iteration doc_id relevance")? else {
+        return Ok(None);
+    };
+    let relevance: i32 = cols[3]
+        .parse()
+        .map_err(|_| Error::input(path, Position::Line(line_no), "relevance", "not an integer", cols[3]))?;
+    Ok(Some((cols[0], cols[2], relevance)))
+}
+
 pub fn read_qrels(path: &Path) -> Result<Qrels> {
     let mut qrels = Qrels::default();
     for line in lines(path)? {
         let (n, line) = line?;
-        let cols: Vec<&str> = line.split_whitespace().collect();
-        if cols.is_empty() {
+        let Some((query_id, doc_id, relevance)) = parse_qrels_line(path, n, &line)? else {
             continue;
-        }
-        let pos = || Position::Line(n);
-        if cols.len() != 4 {
-            return Err(Error::input(
-                path,
-                pos(),
-                "line",
-                "expected 4 columns (query_id iteration doc_id relevance)",
-                format!("found {}", cols.len()),
-            ));
-        }
-        let relevance: i32 = cols[3]
-            .parse()
-            .map_err(|_| Error::input(path, pos(), "relevance", "not an integer", cols[3]))?;
+        };
         let previous = qrels
             .judgments
-            .entry(cols[0].to_string())
+            .entry(query_id.to_string())
             .or_default()
-            .insert(cols[2].to_string(), relevance);
+            .insert(doc_id.to_string(), relevance);
         if previous.is_some() {
             return Err(Error::input(
                 path,
-                pos(),
+                Position::Line(n),
                 "doc_id",
                 "judged twice for the same query",
-                format!("{} {}", cols[0], cols[2]),
+                format!("{query_id} {doc_id}"),
             ));
         }
     }
@@ -133,20 +148,10 @@ pub fn read_run(path: &Path) -> Result<Run> {
     let mut seen = std::collections::HashSet::new();
     for line in lines(path)? {
         let (n, line) = line?;
-        let cols: Vec<&str> = line.split_whitespace().collect();
-        if cols.is_empty() {
+        let Some(cols) = columns(path, n, &line, 6, "query_id Q0 doc_id rank score tag")? else {
             continue;
-        }
+        };
         let pos = || Position::Line(n);
-        if cols.len() != 6 {
-            return Err(Error::input(
-                path,
-                pos(),
-                "line",
-                "expected 6 columns (query_id Q0 doc_id rank score tag)",
-                format!("found {}", cols.len()),
-            ));
-        }
         let score: f64 = cols[4]
             .parse()
             .ok()

@@ -61,7 +61,7 @@ fn malformed_lines_are_located() {
     check("q1 Q0 a 1 1.0 t\nq1 Q0 b 2 high t\n", "bad.trec: line 2: field `score`: not a finite number: high", false);
     check("q1 Q0 a 1 1.0 t\nq1 Q0 a 2 0.5 t\n", "line 2: field `doc_id`: retrieved twice", false);
     check("q1 Q0 a 1 NaN t\n", "line 1: field `score`: not a finite number", false);
-    check("q1 Q0 a 1\n", "line 1: field `line`: expected 6 columns", false);
+    check("q1 Q0 a 1\n", "line 1: field `line`: wrong number of columns: expected 6", false);
     check("q1 0 a 1\n\nq1 0 b x\n", "line 3: field `relevance`: not an integer: x", true);
     check("q1 0 a 1\nq1 0 a 2\n", "line 2: field `doc_id`: judged twice", true);
 }

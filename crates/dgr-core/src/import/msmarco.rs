@@ -11,6 +11,7 @@ use super::{numbered_lines, open_input, split_files};
 use crate::error::{Error, Position, Result};
 use crate::progress::Progress;
 use crate::records::{Passage, Query};
+use crate::trec::parse_qrels_line;
 
 pub(super) fn import(dir: &Path, builder: &mut DatasetBuilder, progress: &dyn Progress) -> Result<()> {
     let collection = dir.join("collection.tsv");
@@ -61,18 +62,10 @@ pub(super) fn import(dir: &Path, builder: &mut DatasetBuilder, progress: &dyn Pr
         let reader = open_input(&path, &format!("qrels.{split}.tsv"), progress)?;
         for line in numbered_lines(&path, reader) {
             let (n, line) = line?;
-            let cols: Vec<&str> = line.split_whitespace().collect();
-            if cols.is_empty() {
-                continue;
-            }
-            if cols.len() != 4 {
-                let e = Error::input(&path, Position::Line(n), "line", "expected 4 columns (qid 0 pid relevance)", format!("found {}", cols.len()));
-                builder.reject(e)?;
-                continue;
-            }
-            match cols[3].parse::<i32>() {
-                Ok(rel) => builder.add_qrel(&split, cols[0], cols[2], rel, &path, Position::Line(n))?,
-                Err(_) => builder.reject(Error::input(&path, Position::Line(n), "relevance", "not an integer", cols[3]))?,
+            match parse_qrels_line(&path, n, &line) {
+                Ok(None) => {}
+                Ok(Some((qid, pid, rel))) => builder.add_qrel(&split, qid, pid, rel, &path, Position::Line(n))?,
+                Err(e) => builder.reject(e)?,
             }
         }
         progress.finish();
