@@ -1,0 +1,24 @@
+use std::path::PathBuf;
+
+pub type Result<T, E = ModelError> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("{path}: {action}")]
+    Io {
+        path: PathBuf,
+        action: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A model `config.json` that cannot be used.
+    #[error("{path}: {message}")]
+    Config { path: PathBuf, message: String },
+    /// Weights that do not fit the model: missing, extra or mis-shaped tensors.
+    #[error("{path}: {message}")]
+    Weights { path: PathBuf, message: String },
+    #[error("{path}: cannot load tokenizer: {message}")]
+    Tokenizer { path: PathBuf, message: String },
+    #[error("cannot tokenize {text:?}: {message}")]
+    Encode { text: String, message: String },
+}

@@ -1,0 +1,97 @@
+//! Teachers on a BERT encoder: the bi-encoder (mean pooling + L2 norm, cosine score) and the
+//! cross-encoder (`[CLS] q [SEP] passage [SEP]`, pooler + linear head, score = first logit).
+
+use std::path::Path;
+
+use burn::module::Module;
+use burn::nn::{Linear, LinearConfig};
+use burn::tensor::{Device, Tensor};
+
+use crate::bert::{BertConfig, BertModel, EncoderInput};
+use crate::error::Result;
+use crate::weights::{load_safetensors, LoadReport};
+
+/// A sentence embedder: mean of the token states over the attention mask, L2-normalised.
+#[derive(Module, Debug)]
+pub struct BiEncoder {
+    pub bert: BertModel,
+}
+
+/// A pair scorer: HF `BertForSequenceClassification` with one label.
+#[derive(Module, Debug)]
+pub struct CrossEncoder {
+    pub bert: BertModel,
+    pub pooler: Linear,
+    pub classifier: Linear,
+}
+
+/// `config.json` and `model.safetensors` of a HF model directory.
+fn model_files(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    (dir.join("config.json"), dir.join("model.safetensors"))
+}
+
+impl BiEncoder {
+    /// Loads a HF BERT (`BertModel` keys, with or without the `bert.` prefix; a pooler is ignored).
+    pub fn load(dir: &Path, device: &Device) -> Result<(Self, BertConfig, LoadReport)> {
+        let (config_path, weights) = model_files(dir);
+        let config = BertConfig::from_file(&config_path)?;
+        let mut model = BiEncoder { bert: config.init(device) };
+        let report = load_safetensors(&mut model, &weights, &[(r"^bert\.", ""), (r"^", "bert.")])?;
+        Ok((model, config, report))
+    }
+
+    /// Unit-length embeddings, `[batch, hidden]`.
+    pub fn embed(&self, input: &EncoderInput) -> Tensor<2> {
+        let states = self.bert.forward(input);
+        let [batch, length, hidden] = states.dims();
+        let mask = input.attention_mask.clone().float().reshape([batch, length, 1]);
+        let summed = (states * mask.clone()).sum_dim(1).reshape([batch, hidden]);
+        let counts = mask.sum_dim(1).reshape([batch, 1]).clamp_min(1e-9);
+        let mean = summed / counts;
+        let norm = (mean.clone() * mean.clone()).sum_dim(1).sqrt().clamp_min(1e-12);
+        mean / norm
+    }
+}
+
+impl CrossEncoder {
+    /// Loads a HF `BertForSequenceClassification` with `num_labels` >= 1 (the first logit is
+    /// the score).
+    pub fn load(dir: &Path, device: &Device) -> Result<(Self, BertConfig, LoadReport)> {
+        let (config_path, weights) = model_files(dir);
+        let config = BertConfig::from_file(&config_path)?;
+        let labels = num_labels(&config_path)?;
+        let h = config.hidden_size;
+        let mut model = CrossEncoder {
+            bert: config.init(device),
+            pooler: LinearConfig::new(h, h).init(device),
+            classifier: LinearConfig::new(h, labels).init(device),
+        };
+        let remaps = [(r"^bert\.pooler\.dense\.", "pooler."), (r"^(embeddings|encoder)\.", "bert.$1.")];
+        let report = load_safetensors(&mut model, &weights, &remaps)?;
+        Ok((model, config, report))
+    }
+
+    /// One score per pair, `[batch]`.
+    pub fn score(&self, input: &EncoderInput) -> Tensor<1> {
+        let states = self.bert.forward(input);
+        let [batch, _, hidden] = states.dims();
+        let cls = states.slice([0..batch, 0..1, 0..hidden]).reshape([batch, hidden]);
+        let pooled = self.pooler.forward(cls).tanh();
+        let logits = self.classifier.forward(pooled);
+        logits.slice([0..batch, 0..1]).reshape([batch])
+    }
+}
+
+/// `num_labels` of a classification config: the length of `id2label`, else 2 (HF's default).
+fn num_labels(config_path: &Path) -> Result<usize> {
+    let text = std::fs::read_to_string(config_path).map_err(|source| crate::ModelError::Io {
+        path: config_path.to_path_buf(),
+        action: "cannot read model config",
+        source,
+    })?;
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| crate::ModelError::Config {
+        path: config_path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    Ok(value["id2label"].as_object().map_or(2, |labels| labels.len().max(1)))
+}

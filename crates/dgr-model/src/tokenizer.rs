@@ -1,0 +1,79 @@
+//! HF `tokenizer.json` tokenizers with padding switched off (MiniLM's file fixes padding at 128)
+//! and truncation to the model's position table, batching into padded [`EncoderInput`]s.
+
+use std::path::Path;
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use tokenizers::{PaddingParams, Tokenizer, TruncationParams};
+
+use crate::bert::EncoderInput;
+use crate::error::{ModelError, Result};
+
+pub struct TextTokenizer {
+    inner: Tokenizer,
+    max_length: usize,
+}
+
+/// Token ids of one sequence (or pair) before batching.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Encoded {
+    pub ids: Vec<u32>,
+    pub type_ids: Vec<u32>,
+    /// Whether truncation cut tokens off.
+    pub truncated: bool,
+}
+
+impl TextTokenizer {
+    /// Loads `tokenizer.json`; sequences are truncated to `max_length` tokens (special tokens
+    /// included), which must not exceed the model's position table.
+    pub fn from_file(path: &Path, max_length: usize) -> Result<Self> {
+        let err = |message: String| ModelError::Tokenizer { path: path.to_path_buf(), message };
+        let mut inner = Tokenizer::from_file(path).map_err(|e| err(e.to_string()))?;
+        inner.with_padding(None::<PaddingParams>);
+        inner
+            .with_truncation(Some(TruncationParams { max_length, ..TruncationParams::default() }))
+            .map_err(|e| err(e.to_string()))?;
+        Ok(TextTokenizer { inner, max_length })
+    }
+
+    pub fn max_length(&self) -> usize {
+        self.max_length
+    }
+
+    /// `[CLS] text [SEP]`.
+    pub fn encode(&self, text: &str) -> Result<Encoded> {
+        self.finish(text, self.inner.encode(text, true))
+    }
+
+    /// `[CLS] first [SEP] second [SEP]` with token types 0 and 1.
+    pub fn encode_pair(&self, first: &str, second: &str) -> Result<Encoded> {
+        self.finish(first, self.inner.encode((first, second), true))
+    }
+
+    fn finish(&self, text: &str, encoding: tokenizers::Result<tokenizers::Encoding>) -> Result<Encoded> {
+        let encoding = encoding.map_err(|e| ModelError::Encode { text: text.to_string(), message: e.to_string() })?;
+        Ok(Encoded {
+            ids: encoding.get_ids().to_vec(),
+            type_ids: encoding.get_type_ids().to_vec(),
+            truncated: !encoding.get_overflowing().is_empty(),
+        })
+    }
+}
+
+/// Pads `sequences` to the longest (pad id 0, mask 0) into one batch on `device`.
+pub fn batch(sequences: &[Encoded], device: &Device) -> EncoderInput {
+    let length = sequences.iter().map(|s| s.ids.len()).max().unwrap_or(0).max(1);
+    let rows = sequences.len();
+    let mut ids = vec![0i64; rows * length];
+    let mut types = vec![0i64; rows * length];
+    let mut mask = vec![0i64; rows * length];
+    for (r, seq) in sequences.iter().enumerate() {
+        for (i, (&id, &ty)) in seq.ids.iter().zip(&seq.type_ids).enumerate() {
+            ids[r * length + i] = i64::from(id);
+            types[r * length + i] = i64::from(ty);
+            mask[r * length + i] = 1;
+        }
+    }
+    let tensor = |values: Vec<i64>| Tensor::<2, Int>::from_data(TensorData::new(values, [rows, length]), device);
+    EncoderInput { input_ids: tensor(ids), token_type_ids: tensor(types), attention_mask: tensor(mask) }
+}

@@ -1,0 +1,56 @@
+//! Loading HF safetensors into our modules: names are remapped to our field names, PyTorch
+//! `[out, in]` linear weights are transposed, and any missing or mis-shaped tensor is an error
+//! that names the tensor (and both shapes).
+
+use std::path::Path;
+
+use burn::store::{ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
+
+use crate::error::{ModelError, Result};
+
+/// HF BERT names that are not valid or not idiomatic Rust field names.
+const BERT_NAMES: [(&str, &str); 2] = [
+    (r"\.LayerNorm\.", ".layer_norm."),
+    (r"\.attention\.self\.", ".attention.self_attn."),
+];
+
+/// What a load used and what it left out.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadReport {
+    pub applied: usize,
+    /// Tensors of the file the model has no place for (e.g. a pooler a bi-encoder ignores).
+    pub unused: Vec<String>,
+}
+
+/// Loads `path` into `module`. `remaps` (regex, replacement) run in order after the BERT name
+/// fixes, on the file's tensor names.
+pub fn load_safetensors<M: ModuleSnapshot>(module: &mut M, path: &Path, remaps: &[(&str, &str)]) -> Result<LoadReport> {
+    if !path.is_file() {
+        return Err(ModelError::Weights { path: path.to_path_buf(), message: "weights file not found".into() });
+    }
+    let mut store = SafetensorsStore::from_file(path)
+        .with_from_adapter(PyTorchToBurnAdapter)
+        .allow_partial(true)
+        .validate(false);
+    for (from, to) in BERT_NAMES.iter().chain(remaps) {
+        store = store.with_key_remapping(*from, *to);
+    }
+    let result = module
+        .load_from(&mut store)
+        .map_err(|e| ModelError::Weights { path: path.to_path_buf(), message: e.to_string() })?;
+    if !result.errors.is_empty() {
+        let errors: Vec<String> = result.errors.iter().map(ToString::to_string).collect();
+        return Err(ModelError::Weights { path: path.to_path_buf(), message: errors.join("; ") });
+    }
+    if !result.missing.is_empty() {
+        let missing: Vec<&str> = result.missing.iter().map(|(name, _)| name.as_str()).collect();
+        return Err(ModelError::Weights {
+            path: path.to_path_buf(),
+            message: format!("missing tensors: {}", missing.join(", ")),
+        });
+    }
+    if !result.unused.is_empty() {
+        tracing::debug!(unused = ?result.unused, "tensors of the file the model does not use");
+    }
+    Ok(LoadReport { applied: result.applied.len(), unused: result.unused })
+}
