@@ -12,6 +12,7 @@
 pub mod bert;
 pub mod error;
 pub mod heads;
+pub mod seq2seq;
 pub mod tokenizer;
 pub mod weights;
 

@@ -1,0 +1,352 @@
+//! The student: a BART-compatible encoder-decoder (post-LN layers, learned positions with an
+//! offset of 2, `layernorm_embedding`, LM head tied to the shared embedding plus
+//! `final_logits_bias`), shaped like HF `BartForConditionalGeneration` so its safetensors load
+//! by name. It gives the generation loss and teacher-forced scores of identifier keys
+//! (method §4), both differentiable.
+
+use std::path::Path;
+
+use burn::module::{Module, Param};
+use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::tensor::activation::{gelu, log_softmax};
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+use serde::Deserialize;
+
+use crate::error::{ModelError, Result};
+use crate::weights::{load_safetensors, LoadReport};
+
+/// BART learned positions start at index 2 (HF `BartLearnedPositionalEmbedding`).
+const POSITION_OFFSET: usize = 2;
+/// Label value that marks a position without a target (as in PyTorch / HF).
+pub const IGNORE_LABEL: i64 = -100;
+
+/// The fields of a HF BART `config.json` the student uses.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Seq2SeqConfig {
+    pub model_type: String,
+    pub vocab_size: usize,
+    pub d_model: usize,
+    pub encoder_layers: usize,
+    pub decoder_layers: usize,
+    pub encoder_attention_heads: usize,
+    pub decoder_attention_heads: usize,
+    pub encoder_ffn_dim: usize,
+    pub decoder_ffn_dim: usize,
+    pub max_position_embeddings: usize,
+    #[serde(default = "gelu_name")]
+    pub activation_function: String,
+    #[serde(default)]
+    pub scale_embedding: bool,
+    pub pad_token_id: u32,
+    pub decoder_start_token_id: u32,
+    #[serde(default)]
+    pub normalize_before: bool,
+}
+
+fn gelu_name() -> String {
+    "gelu".into()
+}
+
+impl Seq2SeqConfig {
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io {
+            path: path.to_path_buf(),
+            action: "cannot read model config",
+            source,
+        })?;
+        let config: Seq2SeqConfig = serde_json::from_str(&text).map_err(|e| ModelError::Config {
+            path: path.to_path_buf(),
+            message: format!("not a BART config: {e}"),
+        })?;
+        config.validate().map_err(|message| ModelError::Config { path: path.to_path_buf(), message })?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if self.model_type != "bart" {
+            return Err(format!("model_type `{}` is not supported by the student (supported: bart)", self.model_type));
+        }
+        if self.activation_function != "gelu" {
+            return Err(format!("activation_function `{}` is not supported (supported: gelu)", self.activation_function));
+        }
+        if self.normalize_before {
+            return Err("normalize_before = true (pre-LN, mBART-style) is not supported".into());
+        }
+        for (heads, name) in [(self.encoder_attention_heads, "encoder"), (self.decoder_attention_heads, "decoder")] {
+            if heads == 0 || !self.d_model.is_multiple_of(heads) {
+                return Err(format!("d_model {} is not a multiple of {name}_attention_heads {heads}", self.d_model));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn init(&self, device: &Device) -> Seq2Seq {
+        let d = self.d_model;
+        let norm = || LayerNormConfig::new(d).init(device);
+        let attn = |heads| MultiHeadAttention::new(d, heads, device);
+        let positions = || EmbeddingConfig::new(self.max_position_embeddings + POSITION_OFFSET, d).init(device);
+        let encoder_layer = || EncoderLayer {
+            self_attn: attn(self.encoder_attention_heads),
+            self_attn_layer_norm: norm(),
+            fc1: LinearConfig::new(d, self.encoder_ffn_dim).init(device),
+            fc2: LinearConfig::new(self.encoder_ffn_dim, d).init(device),
+            final_layer_norm: norm(),
+        };
+        let decoder_layer = || DecoderLayer {
+            self_attn: attn(self.decoder_attention_heads),
+            self_attn_layer_norm: norm(),
+            encoder_attn: attn(self.decoder_attention_heads),
+            encoder_attn_layer_norm: norm(),
+            fc1: LinearConfig::new(d, self.decoder_ffn_dim).init(device),
+            fc2: LinearConfig::new(self.decoder_ffn_dim, d).init(device),
+            final_layer_norm: norm(),
+        };
+        Seq2Seq {
+            shared: EmbeddingConfig::new(self.vocab_size, d).init(device),
+            encoder: Encoder {
+                embed_positions: positions(),
+                layernorm_embedding: norm(),
+                layers: (0..self.encoder_layers).map(|_| encoder_layer()).collect(),
+            },
+            decoder: Decoder {
+                embed_positions: positions(),
+                layernorm_embedding: norm(),
+                layers: (0..self.decoder_layers).map(|_| decoder_layer()).collect(),
+            },
+            final_logits_bias: Param::from_tensor(Tensor::zeros([1, self.vocab_size], device)),
+            embed_scale: if self.scale_embedding { (d as f64).sqrt() } else { 1.0 },
+            decoder_start: self.decoder_start_token_id,
+        }
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct Seq2Seq {
+    /// Token embedding of encoder and decoder, and (transposed) the LM head.
+    pub shared: Embedding,
+    pub encoder: Encoder,
+    pub decoder: Decoder,
+    /// `[1, vocab]`, added to the logits.
+    pub final_logits_bias: Param<Tensor<2>>,
+    pub embed_scale: f64,
+    pub decoder_start: u32,
+}
+
+#[derive(Module, Debug)]
+pub struct Encoder {
+    pub embed_positions: Embedding,
+    pub layernorm_embedding: LayerNorm,
+    pub layers: Vec<EncoderLayer>,
+}
+
+#[derive(Module, Debug)]
+pub struct Decoder {
+    pub embed_positions: Embedding,
+    pub layernorm_embedding: LayerNorm,
+    pub layers: Vec<DecoderLayer>,
+}
+
+#[derive(Module, Debug)]
+pub struct EncoderLayer {
+    pub self_attn: MultiHeadAttention,
+    pub self_attn_layer_norm: LayerNorm,
+    pub fc1: Linear,
+    pub fc2: Linear,
+    pub final_layer_norm: LayerNorm,
+}
+
+#[derive(Module, Debug)]
+pub struct DecoderLayer {
+    pub self_attn: MultiHeadAttention,
+    pub self_attn_layer_norm: LayerNorm,
+    pub encoder_attn: MultiHeadAttention,
+    pub encoder_attn_layer_norm: LayerNorm,
+    pub fc1: Linear,
+    pub fc2: Linear,
+    pub final_layer_norm: LayerNorm,
+}
+
+#[derive(Module, Debug)]
+pub struct MultiHeadAttention {
+    pub q_proj: Linear,
+    pub k_proj: Linear,
+    pub v_proj: Linear,
+    pub out_proj: Linear,
+    pub heads: usize,
+}
+
+impl MultiHeadAttention {
+    fn new(d: usize, heads: usize, device: &Device) -> Self {
+        let linear = || LinearConfig::new(d, d).init(device);
+        MultiHeadAttention { q_proj: linear(), k_proj: linear(), v_proj: linear(), out_proj: linear(), heads }
+    }
+
+    /// `query [B, Lq, d]` attends to `memory [B, Lk, d]`; `mask [B, Lq, Lk]` is true where a
+    /// key must not be seen.
+    fn forward(&self, query: Tensor<3>, memory: Tensor<3>, mask: Tensor<3, Bool>) -> Tensor<3> {
+        let [batch, lq, d] = query.dims();
+        let lk = memory.dims()[1];
+        let heads = |t: Tensor<3>, len| t.reshape([batch, len, self.heads, d / self.heads]).swap_dims(1, 2);
+        let q = heads(self.q_proj.forward(query), lq);
+        let k = heads(self.k_proj.forward(memory.clone()), lk);
+        let v = heads(self.v_proj.forward(memory), lk);
+        let mask = mask.reshape([batch, 1, lq, lk]).expand([batch, self.heads, lq, lk]);
+        let context = attention(q, k, v, Some(mask), None, AttentionModuleOptions::default());
+        self.out_proj.forward(context.swap_dims(1, 2).reshape([batch, lq, d]))
+    }
+}
+
+/// A batch of source sequences, `[batch, length]`; `mask` is 1 for tokens, 0 for padding.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub ids: Tensor<2, Int>,
+    pub mask: Tensor<2, Int>,
+}
+
+/// The encoder's output with the source padding it must hide from the decoder.
+#[derive(Debug, Clone)]
+pub struct Encoded {
+    pub states: Tensor<3>,
+    pub mask: Tensor<2, Int>,
+}
+
+fn key_padding(mask: &Tensor<2, Int>, queries: usize) -> Tensor<3, Bool> {
+    let [batch, keys] = mask.dims();
+    mask.clone().equal_elem(0).reshape([batch, 1, keys]).expand([batch, queries, keys])
+}
+
+fn positions(batch: usize, length: usize, device: &Device) -> Tensor<2, Int> {
+    let start = POSITION_OFFSET as i64;
+    Tensor::<1, Int>::arange(start..start + length as i64, device).reshape([1, length]).expand([batch, length])
+}
+
+impl Seq2Seq {
+    /// Loads a HF BART directory (`config.json`, `model.safetensors`).
+    pub fn load(dir: &Path, device: &Device) -> Result<(Self, Seq2SeqConfig, LoadReport)> {
+        let config = Seq2SeqConfig::from_file(&dir.join("config.json"))?;
+        let mut model = config.init(device);
+        let report = load_safetensors(&mut model, &dir.join("model.safetensors"), &[(r"^model\.", "")])?;
+        Ok((model, config, report))
+    }
+
+    fn embed(&self, ids: Tensor<2, Int>, positions: &Embedding, norm: &LayerNorm) -> Tensor<3> {
+        let [batch, length] = ids.dims();
+        let tokens = self.shared.forward(ids.clone()) * self.embed_scale;
+        norm.forward(tokens + positions.forward(self::positions(batch, length, &ids.device())))
+    }
+
+    pub fn encode(&self, source: &Source) -> Encoded {
+        let e = &self.encoder;
+        let mut x = self.embed(source.ids.clone(), &e.embed_positions, &e.layernorm_embedding);
+        let mask = key_padding(&source.mask, source.mask.dims()[1]);
+        for layer in &e.layers {
+            let attended = layer.self_attn.forward(x.clone(), x.clone(), mask.clone());
+            x = layer.self_attn_layer_norm.forward(x + attended);
+            let hidden = layer.fc2.forward(gelu(layer.fc1.forward(x.clone())));
+            x = layer.final_layer_norm.forward(x + hidden);
+        }
+        Encoded { states: x, mask: source.mask.clone() }
+    }
+
+    /// Logits `[batch, length, vocab]` for decoder inputs `[batch, length]` (teacher forcing).
+    pub fn decode(&self, encoded: &Encoded, decoder_ids: Tensor<2, Int>) -> Tensor<3> {
+        let [batch, length] = decoder_ids.dims();
+        let device = decoder_ids.device();
+        let d = &self.decoder;
+        let mut x = self.embed(decoder_ids, &d.embed_positions, &d.layernorm_embedding);
+        let causal = Tensor::<2, Bool>::tril_mask([length, length], 0, &device)
+            .reshape([1, length, length])
+            .expand([batch, length, length]);
+        let cross = key_padding(&encoded.mask, length);
+        for layer in &d.layers {
+            let attended = layer.self_attn.forward(x.clone(), x.clone(), causal.clone());
+            x = layer.self_attn_layer_norm.forward(x + attended);
+            let attended = layer.encoder_attn.forward(x.clone(), encoded.states.clone(), cross.clone());
+            x = layer.encoder_attn_layer_norm.forward(x + attended);
+            let hidden = layer.fc2.forward(gelu(layer.fc1.forward(x.clone())));
+            x = layer.final_layer_norm.forward(x + hidden);
+        }
+        self.logits(x)
+    }
+
+    fn logits(&self, states: Tensor<3>) -> Tensor<3> {
+        let [batch, length, d] = states.dims();
+        let vocab = self.final_logits_bias.dims()[1];
+        let head = self.shared.weight.val().transpose(); // [d, vocab]
+        let logits = states.reshape([batch * length, d]).matmul(head) + self.final_logits_bias.val();
+        logits.reshape([batch, length, vocab])
+    }
+
+    /// Decoder inputs for `labels`: the start token, then the labels shifted right (positions
+    /// without a target read as padding), as HF `shift_tokens_right`.
+    pub fn shift_right(&self, labels: &[Vec<i64>], pad: u32, device: &Device) -> Tensor<2, Int> {
+        let length = labels.iter().map(Vec::len).max().unwrap_or(0).max(1);
+        let mut ids = Vec::with_capacity(labels.len() * length);
+        for row in labels {
+            ids.push(i64::from(self.decoder_start));
+            for i in 0..length - 1 {
+                let label = row.get(i).copied().unwrap_or(IGNORE_LABEL);
+                ids.push(if label == IGNORE_LABEL { i64::from(pad) } else { label });
+            }
+        }
+        Tensor::from_data(TensorData::new(ids, [labels.len(), length]), device)
+    }
+
+    /// Mean token cross-entropy of `labels` given `source` (labels equal to [`IGNORE_LABEL`]
+    /// are skipped), with label smoothing `smoothing` as in PyTorch's `cross_entropy`.
+    pub fn generation_loss(&self, source: &Source, labels: &[Vec<i64>], pad: u32, smoothing: f64) -> Tensor<1> {
+        let device = source.ids.device();
+        let decoder_ids = self.shift_right(labels, pad, &device);
+        let logits = self.decode(&self.encode(source), decoder_ids);
+        token_cross_entropy(logits, labels, smoothing)
+    }
+
+    /// Teacher-forced score of each key for one query: the sum of the log-probabilities of the
+    /// key's tokens after the start token. All keys share one encoder pass; `[keys]`.
+    pub fn score_keys(&self, encoded: &Encoded, keys: &[Vec<u32>]) -> Tensor<1> {
+        let device = encoded.states.device();
+        let count = keys.len();
+        let length = keys.iter().map(Vec::len).max().unwrap_or(0).max(1);
+        let labels: Vec<Vec<i64>> = keys.iter().map(|k| k.iter().map(|&t| i64::from(t)).collect()).collect();
+        let decoder_ids = self.shift_right(&labels, 0, &device);
+        let [_, source_len, d] = encoded.states.dims();
+        let repeated = Encoded {
+            states: encoded.states.clone().expand([count, source_len, d]),
+            mask: encoded.mask.clone().expand([count, source_len]),
+        };
+        let log_probs = log_softmax(self.decode(&repeated, decoder_ids), 2);
+        let (targets, valid) = targets(&labels, length, &device);
+        let picked = log_probs.gather(2, targets.reshape([count, length, 1])).reshape([count, length]);
+        (picked * valid).sum_dim(1).reshape([count])
+    }
+}
+
+/// Target ids (ignored positions read as 0) and a 0/1 float mask of the real targets.
+fn targets(labels: &[Vec<i64>], length: usize, device: &Device) -> (Tensor<2, Int>, Tensor<2>) {
+    let mut ids = Vec::with_capacity(labels.len() * length);
+    let mut valid = Vec::with_capacity(labels.len() * length);
+    for row in labels {
+        for i in 0..length {
+            let label = row.get(i).copied().unwrap_or(IGNORE_LABEL);
+            ids.push(if label == IGNORE_LABEL { 0 } else { label });
+            valid.push(if label == IGNORE_LABEL { 0.0f32 } else { 1.0 });
+        }
+    }
+    let shape = [labels.len(), length];
+    (Tensor::from_data(TensorData::new(ids, shape), device), Tensor::from_data(TensorData::new(valid, shape), device))
+}
+
+/// Mean over real targets of `(1 - s) * NLL + s * mean_v(-log p_v)`.
+pub fn token_cross_entropy(logits: Tensor<3>, labels: &[Vec<i64>], smoothing: f64) -> Tensor<1> {
+    let [batch, length, vocab] = logits.dims();
+    let device = logits.device();
+    let log_probs = log_softmax(logits, 2);
+    let (targets, valid) = targets(labels, length, &device);
+    let nll = -log_probs.clone().gather(2, targets.reshape([batch, length, 1])).reshape([batch, length]);
+    let uniform = -log_probs.sum_dim(2).reshape([batch, length]) / vocab as f64;
+    let per_token = nll * (1.0 - smoothing) + uniform * smoothing;
+    let count = valid.clone().sum().clamp_min(1.0);
+    (per_token * valid).sum() / count
+}
