@@ -186,15 +186,54 @@ impl MultiHeadAttention {
     /// `query [B, Lq, d]` attends to `memory [B, Lk, d]`; `mask [B, Lq, Lk]` is true where a
     /// key must not be seen.
     fn forward(&self, query: Tensor<3>, memory: Tensor<3>, mask: Tensor<3, Bool>) -> Tensor<3> {
-        let [batch, lq, d] = query.dims();
-        let lk = memory.dims()[1];
-        let heads = |t: Tensor<3>, len| t.reshape([batch, len, self.heads, d / self.heads]).swap_dims(1, 2);
-        let q = heads(self.q_proj.forward(query), lq);
-        let k = heads(self.k_proj.forward(memory.clone()), lk);
-        let v = heads(self.v_proj.forward(memory), lk);
+        let [batch, lq, lk] = mask.dims();
+        let (k, v) = self.keys_values(memory);
         let mask = mask.reshape([batch, 1, lq, lk]).expand([batch, self.heads, lq, lk]);
-        let context = attention(q, k, v, Some(mask), None, AttentionModuleOptions::default());
+        self.attend(query, k, v, Some(mask))
+    }
+
+    /// Projected keys and values of `memory [B, L, d]`, each `[B, heads, L, d / heads]`.
+    fn keys_values(&self, memory: Tensor<3>) -> (Tensor<4>, Tensor<4>) {
+        (self.split_heads(self.k_proj.forward(memory.clone())), self.split_heads(self.v_proj.forward(memory)))
+    }
+
+    fn split_heads(&self, x: Tensor<3>) -> Tensor<4> {
+        let [batch, length, d] = x.dims();
+        x.reshape([batch, length, self.heads, d / self.heads]).swap_dims(1, 2)
+    }
+
+    /// Attention of `query [B, Lq, d]` over projected keys and values; `mask [B, heads, Lq, Lk]`.
+    fn attend(&self, query: Tensor<3>, k: Tensor<4>, v: Tensor<4>, mask: Option<Tensor<4, Bool>>) -> Tensor<3> {
+        let [batch, lq, d] = query.dims();
+        let q = self.split_heads(self.q_proj.forward(query));
+        let context = attention(q, k, v, mask, None, AttentionModuleOptions::default());
         self.out_proj.forward(context.swap_dims(1, 2).reshape([batch, lq, d]))
+    }
+}
+
+/// Decoding state of a batch of beams: per decoder layer the keys and values of the tokens
+/// decoded so far and of the source. Beams are rows; [`DecoderCache::reorder`] follows the
+/// beam search's choice of parents.
+#[derive(Debug, Clone)]
+pub struct DecoderCache {
+    self_kv: Vec<Option<(Tensor<4>, Tensor<4>)>>,
+    cross_kv: Vec<(Tensor<4>, Tensor<4>)>,
+    /// `[beams, heads, 1, source]`, true at source padding.
+    cross_mask: Tensor<4, Bool>,
+    /// Tokens decoded so far (the next token's position).
+    pub length: usize,
+}
+
+impl DecoderCache {
+    /// Keeps row `beams[i]` as row `i` (rows may repeat or disappear).
+    pub fn reorder(&self, beams: Tensor<1, Int>) -> Self {
+        let pick = |t: &Tensor<4>| t.clone().select(0, beams.clone());
+        DecoderCache {
+            self_kv: self.self_kv.iter().map(|kv| kv.as_ref().map(|(k, v)| (pick(k), pick(v)))).collect(),
+            cross_kv: self.cross_kv.iter().map(|(k, v)| (pick(k), pick(v))).collect(),
+            cross_mask: self.cross_mask.clone().select(0, beams),
+            length: self.length,
+        }
     }
 }
 
@@ -320,6 +359,55 @@ impl Seq2Seq {
         let (targets, valid) = targets(&labels, length, &device);
         let picked = log_probs.gather(2, targets.reshape([count, length, 1])).reshape([count, length]);
         (picked * valid).sum_dim(1).reshape([count])
+    }
+}
+
+impl Seq2Seq {
+    /// A cache for decoding one beam per row of `encoded` (expand `encoded` first for several
+    /// beams per source).
+    pub fn start_decoding(&self, encoded: &Encoded) -> DecoderCache {
+        let [batch, source] = encoded.mask.dims();
+        let heads = self.decoder.layers.first().map_or(1, |l| l.encoder_attn.heads);
+        DecoderCache {
+            self_kv: vec![None; self.decoder.layers.len()],
+            cross_kv: self.decoder.layers.iter().map(|l| l.encoder_attn.keys_values(encoded.states.clone())).collect(),
+            cross_mask: encoded.mask.clone().equal_elem(0).reshape([batch, 1, 1, source]).expand([batch, heads, 1, source]),
+            length: 0,
+        }
+    }
+
+    /// Feeds one token per beam (`[beams]`) and returns the logits of the next token,
+    /// `[beams, vocab]`; equal to [`Seq2Seq::decode`]'s logits at the same position.
+    pub fn next_logits(&self, cache: &mut DecoderCache, tokens: Tensor<1, Int>) -> Tensor<2> {
+        let [beams] = tokens.dims();
+        let device = tokens.device();
+        let d = &self.decoder;
+        let position = Tensor::<1, Int>::arange(
+            (POSITION_OFFSET + cache.length) as i64..(POSITION_OFFSET + cache.length + 1) as i64,
+            &device,
+        )
+        .reshape([1, 1])
+        .expand([beams, 1]);
+        let tokens = self.shared.forward(tokens.reshape([beams, 1])) * self.embed_scale;
+        let mut x = d.layernorm_embedding.forward(tokens + d.embed_positions.forward(position));
+        for (i, layer) in d.layers.iter().enumerate() {
+            let (k, v) = layer.self_attn.keys_values(x.clone());
+            let (k, v) = match cache.self_kv[i].take() {
+                Some((past_k, past_v)) => (Tensor::cat(vec![past_k, k], 2), Tensor::cat(vec![past_v, v], 2)),
+                None => (k, v),
+            };
+            cache.self_kv[i] = Some((k.clone(), v.clone()));
+            let attended = layer.self_attn.attend(x.clone(), k, v, None);
+            x = layer.self_attn_layer_norm.forward(x + attended);
+            let (ck, cv) = cache.cross_kv[i].clone();
+            let attended = layer.encoder_attn.attend(x.clone(), ck, cv, Some(cache.cross_mask.clone()));
+            x = layer.encoder_attn_layer_norm.forward(x + attended);
+            let hidden = layer.fc2.forward(gelu(layer.fc1.forward(x.clone())));
+            x = layer.final_layer_norm.forward(x + hidden);
+        }
+        cache.length += 1;
+        let vocab = self.final_logits_bias.dims()[1];
+        self.logits(x).reshape([beams, vocab])
     }
 }
 
