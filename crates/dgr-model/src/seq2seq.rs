@@ -7,15 +7,15 @@
 use std::path::Path;
 
 use burn::module::{Module, Param};
-use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::nn::{Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::activation::{gelu, log_softmax};
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{ModelError, Result};
-use crate::weights::{load_safetensors, LoadReport};
+use crate::weights::{load_safetensors, save_safetensors, LoadReport};
 
 /// BART learned positions start at index 2 (HF `BartLearnedPositionalEmbedding`).
 const POSITION_OFFSET: usize = 2;
@@ -23,7 +23,7 @@ const POSITION_OFFSET: usize = 2;
 pub const IGNORE_LABEL: i64 = -100;
 
 /// The fields of a HF BART `config.json` the student uses.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 pub struct Seq2SeqConfig {
     pub model_type: String,
     pub vocab_size: usize,
@@ -43,10 +43,18 @@ pub struct Seq2SeqConfig {
     pub decoder_start_token_id: u32,
     #[serde(default)]
     pub normalize_before: bool,
+    /// Standard deviation of the normal initialisation of a model built from scratch
+    /// (weights and embeddings; biases start at 0), as HF BART.
+    #[serde(default = "bart_init_std")]
+    pub init_std: f64,
 }
 
 fn gelu_name() -> String {
     "gelu".into()
+}
+
+fn bart_init_std() -> f64 {
+    0.02
 }
 
 impl Seq2SeqConfig {
@@ -82,16 +90,24 @@ impl Seq2SeqConfig {
         Ok(())
     }
 
+    /// A model with fresh weights (normal with `init_std`, zero biases, unit layer norms).
     pub fn init(&self, device: &Device) -> Seq2Seq {
         let d = self.d_model;
+        let normal = Initializer::Normal { mean: 0.0, std: self.init_std };
+        let linear = |i, o| {
+            let mut layer = LinearConfig::new(i, o).with_initializer(normal.clone()).init(device);
+            layer.bias = layer.bias.map(|b| Param::from_tensor(Tensor::zeros(b.dims(), device)));
+            layer
+        };
+        let embedding = |n| EmbeddingConfig::new(n, d).with_initializer(normal.clone()).init(device);
         let norm = || LayerNormConfig::new(d).init(device);
-        let attn = |heads| MultiHeadAttention::new(d, heads, device);
-        let positions = || EmbeddingConfig::new(self.max_position_embeddings + POSITION_OFFSET, d).init(device);
+        let attn = |heads| MultiHeadAttention { q_proj: linear(d, d), k_proj: linear(d, d), v_proj: linear(d, d), out_proj: linear(d, d), heads };
+        let positions = || embedding(self.max_position_embeddings + POSITION_OFFSET);
         let encoder_layer = || EncoderLayer {
             self_attn: attn(self.encoder_attention_heads),
             self_attn_layer_norm: norm(),
-            fc1: LinearConfig::new(d, self.encoder_ffn_dim).init(device),
-            fc2: LinearConfig::new(self.encoder_ffn_dim, d).init(device),
+            fc1: linear(d, self.encoder_ffn_dim),
+            fc2: linear(self.encoder_ffn_dim, d),
             final_layer_norm: norm(),
         };
         let decoder_layer = || DecoderLayer {
@@ -99,12 +115,12 @@ impl Seq2SeqConfig {
             self_attn_layer_norm: norm(),
             encoder_attn: attn(self.decoder_attention_heads),
             encoder_attn_layer_norm: norm(),
-            fc1: LinearConfig::new(d, self.decoder_ffn_dim).init(device),
-            fc2: LinearConfig::new(self.decoder_ffn_dim, d).init(device),
+            fc1: linear(d, self.decoder_ffn_dim),
+            fc2: linear(self.decoder_ffn_dim, d),
             final_layer_norm: norm(),
         };
         Seq2Seq {
-            shared: EmbeddingConfig::new(self.vocab_size, d).init(device),
+            shared: embedding(self.vocab_size),
             encoder: Encoder {
                 embed_positions: positions(),
                 layernorm_embedding: norm(),
@@ -178,11 +194,6 @@ pub struct MultiHeadAttention {
 }
 
 impl MultiHeadAttention {
-    fn new(d: usize, heads: usize, device: &Device) -> Self {
-        let linear = || LinearConfig::new(d, d).init(device);
-        MultiHeadAttention { q_proj: linear(), k_proj: linear(), v_proj: linear(), out_proj: linear(), heads }
-    }
-
     /// `query [B, Lq, d]` attends to `memory [B, Lk, d]`; `mask [B, Lq, Lk]` is true where a
     /// key must not be seen.
     fn forward(&self, query: Tensor<3>, memory: Tensor<3>, mask: Tensor<3, Bool>) -> Tensor<3> {
@@ -268,6 +279,18 @@ impl Seq2Seq {
         let mut model = config.init(device);
         let report = load_safetensors(&mut model, &dir.join("model.safetensors"), &[(r"^model\.", "")])?;
         Ok((model, config, report))
+    }
+
+    /// Writes `dir/config.json` and `dir/model.safetensors` with HF BART names, loadable by
+    /// [`Seq2Seq::load`] and by `BartForConditionalGeneration.from_pretrained`.
+    pub fn save(&self, dir: &Path, config: &Seq2SeqConfig) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(|source| ModelError::Io { path: dir.to_path_buf(), action: "cannot create model directory", source })?;
+        let mut json = serde_json::to_value(config).map_err(|e| ModelError::Config { path: dir.join("config.json"), message: e.to_string() })?;
+        json["architectures"] = serde_json::json!(["BartForConditionalGeneration"]);
+        json["tie_word_embeddings"] = true.into();
+        let text = serde_json::to_string_pretty(&json).map_err(|e| ModelError::Config { path: dir.join("config.json"), message: e.to_string() })?;
+        std::fs::write(dir.join("config.json"), text).map_err(|source| ModelError::Io { path: dir.join("config.json"), action: "cannot write", source })?;
+        save_safetensors(self, &dir.join("model.safetensors"), &[(r"^(shared|encoder|decoder)\.", "model.$1.")])
     }
 
     fn embed(&self, ids: Tensor<2, Int>, positions: &Embedding, norm: &LayerNorm) -> Tensor<3> {

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use burn::store::{ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
+use burn::store::{BurnToPyTorchAdapter, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
 
 use crate::error::{ModelError, Result};
 
@@ -53,4 +53,24 @@ pub fn load_safetensors<M: ModuleSnapshot>(module: &mut M, path: &Path, remaps: 
         tracing::debug!(unused = ?result.unused, "tensors of the file the model does not use");
     }
     Ok(LoadReport { applied: result.applied.len(), unused: result.unused })
+}
+
+/// Saves `module` as PyTorch-layout safetensors (`[out, in]` linear weights, `weight`/`bias`
+/// norm names), `remaps` (regex, replacement) renaming our paths to the checkpoint's names.
+/// Written to a temporary name and renamed, so `path` is never half-written.
+pub fn save_safetensors<M: ModuleSnapshot>(module: &M, path: &Path, remaps: &[(&str, &str)]) -> Result<()> {
+    let err = |message: String| ModelError::Weights { path: path.to_path_buf(), message };
+    let mut temp_name = path.as_os_str().to_owned();
+    temp_name.push(".partial");
+    let temp = std::path::PathBuf::from(temp_name);
+    let mut store = SafetensorsStore::from_file(&temp).with_to_adapter(BurnToPyTorchAdapter).overwrite(true);
+    for (from, to) in remaps {
+        store = store.with_key_remapping(*from, *to);
+    }
+    let saved = module.save_into(&mut store).map_err(|e| err(e.to_string()));
+    if let Err(e) = saved {
+        let _ = std::fs::remove_file(&temp);
+        return Err(e);
+    }
+    std::fs::rename(&temp, path).map_err(|source| ModelError::Io { path: path.to_path_buf(), action: "cannot rename weights into place", source })
 }

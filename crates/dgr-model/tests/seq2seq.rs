@@ -178,3 +178,23 @@ fn incremental_decoding_with_a_cache_equals_teacher_forcing_and_follows_beam_reo
         assert!(diff <= 1e-4, "reordered row {row} differs by {diff}");
     }
 }
+
+#[test]
+fn saved_weights_load_back_to_the_same_model_under_hf_names() {
+    let device = Device::flex();
+    let (dir, reference) = fixture();
+    let (model, config, _) = Seq2Seq::load(&dir, &device).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    model.save(tmp.path(), &config).unwrap();
+    let (again, config_again, report) = Seq2Seq::load(tmp.path(), &device).unwrap();
+    assert_eq!(config_again, config);
+    assert_eq!(report.applied, 92);
+    assert!(report.unused.is_empty(), "{:?}", report.unused);
+    let source = source(&reference, &device);
+    let labels = rows(&reference["labels"]);
+    let before = values(model.decode(&model.encode(&source), model.shift_right(&labels, PAD, &device)));
+    let after = values(again.decode(&again.encode(&source), again.shift_right(&labels, PAD, &device)));
+    assert_eq!(before, after);
+    let leftovers: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(leftovers.len(), 2, "config.json and model.safetensors only: {leftovers:?}");
+}

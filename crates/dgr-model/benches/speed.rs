@@ -1,0 +1,126 @@
+//! Model speed on this machine's CPU (Burn flex backend), the Rust half of the side-by-side
+//! benchmark `scripts/bench/model_speed.sh` (the PyTorch half is scripts/bench/model_speed_torch.py).
+//!
+//! Prints one JSON object per measurement:
+//! - `encoder`: MiniLM (real weights, assets/minilm) forward at batch 32 x 128 tokens, the cost
+//!   of teacher scoring: sequences/s;
+//! - `train_step`: student (BART layout) forward + backward + AdamW at batch 16, source 64,
+//!   target 16, two sizes: `tiny` and `minilm-size` (d 384, 6+6 layers, 12 heads, ffn 1536,
+//!   vocab 30522).
+//!
+//! Threads: RAYON_NUM_THREADS. Run: `cargo bench -p dgr-model --bench speed`.
+
+use std::path::Path;
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::optim::{AdamWConfig, GradientsParams};
+use burn::tensor::{Device, Distribution, Int, Tensor};
+use dgr_model::bert::EncoderInput;
+use dgr_model::heads::BiEncoder;
+use dgr_model::seq2seq::{Seq2SeqConfig, Source};
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn ids(batch: usize, length: usize, vocab: usize, device: &Device) -> Tensor<2, Int> {
+    Tensor::<2>::random([batch, length], Distribution::Uniform(3.0, vocab as f64 - 1.0), device).int()
+}
+
+fn bench_encoder(root: &Path, repeats: usize) {
+    let device = Device::flex();
+    let (model, config, _) = BiEncoder::load(&root.join("assets/minilm"), &device).expect("run scripts/fetch-assets.sh");
+    let (batch, length) = (32, 128);
+    let input = EncoderInput {
+        input_ids: ids(batch, length, config.vocab_size, &device),
+        token_type_ids: Tensor::zeros([batch, length], &device),
+        attention_mask: Tensor::ones([batch, length], &device),
+    };
+    let mut times = Vec::new();
+    for i in 0..=repeats {
+        let start = Instant::now();
+        let out = model.embed(&input);
+        let _ = out.into_data();
+        if i > 0 {
+            times.push(start.elapsed().as_secs_f64());
+        }
+    }
+    let s = median(times);
+    println!(
+        r#"{{"bench": "encoder", "system": "dgr (burn flex)", "model": "all-MiniLM-L6-v2", "batch": {batch}, "length": {length}, "seconds": {s:.4}, "sequences_per_s": {:.1}}}"#,
+        batch as f64 / s
+    );
+}
+
+fn student(size: &str) -> Seq2SeqConfig {
+    let (vocab, d, layers, heads, ffn) = match size {
+        "tiny" => (8000, 128, 2, 4, 512),
+        _ => (30522, 384, 6, 12, 1536),
+    };
+    Seq2SeqConfig {
+        model_type: "bart".into(),
+        vocab_size: vocab,
+        d_model: d,
+        encoder_layers: layers,
+        decoder_layers: layers,
+        encoder_attention_heads: heads,
+        decoder_attention_heads: heads,
+        encoder_ffn_dim: ffn,
+        decoder_ffn_dim: ffn,
+        max_position_embeddings: 128,
+        activation_function: "gelu".into(),
+        scale_embedding: false,
+        pad_token_id: 1,
+        decoder_start_token_id: 2,
+        normalize_before: false,
+        init_std: 0.02,
+    }
+}
+
+fn bench_train_step(size: &str, repeats: usize) {
+    let device = Device::flex().autodiff();
+    device.seed(42);
+    let config = student(size);
+    let mut model = config.init(&device);
+    let mut optim = AdamWConfig::new().with_weight_decay(0.01).init();
+    let (batch, source_len, target_len) = (16, 64, 16);
+    let source = Source { ids: ids(batch, source_len, config.vocab_size, &device), mask: Tensor::ones([batch, source_len], &device) };
+    let labels: Vec<Vec<i64>> = (0..batch)
+        .map(|b| (0..target_len).map(|t| 3 + ((b * 31 + t * 7) % (config.vocab_size - 3)) as i64).collect())
+        .collect();
+    let mut times = Vec::new();
+    let mut last_loss = 0.0;
+    for i in 0..=repeats {
+        let start = Instant::now();
+        let loss = model.generation_loss(&source, &labels, 1, 0.1);
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optim.step(3e-5, model, grads);
+        last_loss = loss.into_scalar::<f32>();
+        if i > 0 {
+            times.push(start.elapsed().as_secs_f64());
+        }
+    }
+    let s = median(times);
+    let params = model.num_params();
+    println!(
+        r#"{{"bench": "train_step", "system": "dgr (burn flex)", "size": "{size}", "params": {params}, "batch": {batch}, "source": {source_len}, "target": {target_len}, "seconds": {s:.4}, "loss": {last_loss:.4}}}"#
+    );
+}
+
+fn main() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let repeats: usize = std::env::var("DGR_BENCH_REPEATS").ok().and_then(|r| r.parse().ok()).unwrap_or(5);
+    let only = std::env::args().nth(1).filter(|a| !a.starts_with('-'));
+    let wants = |name: &str| only.as_deref().is_none_or(|o| o == name);
+    if wants("encoder") {
+        bench_encoder(&root, repeats);
+    }
+    if wants("train-tiny") {
+        bench_train_step("tiny", repeats);
+    }
+    if wants("train-minilm") {
+        bench_train_step("minilm-size", repeats);
+    }
+}
