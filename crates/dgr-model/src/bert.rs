@@ -51,8 +51,8 @@ fn absolute() -> String {
     "absolute".into()
 }
 
-/// Model types whose encoder is exactly this architecture.
-const BERT_LIKE: [&str; 2] = ["bert", "electra"];
+/// Model types whose checkpoints load into this architecture by name.
+const BERT_LIKE: [&str; 1] = ["bert"];
 
 impl BertConfig {
     pub fn from_file(path: &Path) -> Result<Self> {
