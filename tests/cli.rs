@@ -21,7 +21,8 @@ fn dgr(dir: &Path, args: &[&str]) -> Output {
 
 fn ok(dir: &Path, args: &[&str]) -> (String, String) {
     let out = dgr(dir, args);
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
+    let (stdout, stderr) =
+        (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
     assert!(out.status.success(), "dgr {args:?} failed:\n{stderr}");
     (stdout, stderr)
 }
@@ -45,7 +46,21 @@ fn prepare_bm25_and_eval_compose_and_eval_matches_the_library() {
     assert!(data.join("dataset.json").is_file());
     ok(t, &["bm25", "index", "--corpus", s(&data.join("corpus.arrow")), "--index-dir", "idx"]);
     let run = t.join("train.trec");
-    ok(t, &["bm25", "search", "--index-dir", "idx", "--queries", s(&data.join("queries-train.arrow")), "--run", s(&run), "--top-k", "7"]);
+    ok(
+        t,
+        &[
+            "bm25",
+            "search",
+            "--index-dir",
+            "idx",
+            "--queries",
+            s(&data.join("queries-train.arrow")),
+            "--run",
+            s(&run),
+            "--top-k",
+            "7",
+        ],
+    );
     let parsed = read_run(&run).unwrap();
     assert_eq!(parsed.rankings.len(), 31);
     assert!(parsed.rankings.values().all(|docs| !docs.is_empty() && docs.len() <= 7));
@@ -70,7 +85,20 @@ fn answer_hit_eval_on_dpr_questions() {
     ok(t, &["prepare", "--format", "dpr", s(&fixtures().join("dpr")), "data"]);
     ok(t, &["bm25", "index", "--corpus", "data/corpus.arrow", "--index-dir", "idx"]);
     ok(t, &["bm25", "search", "--index-dir", "idx", "--queries", "data/queries-dev.arrow", "--run", "dev.trec"]);
-    let (stdout, _) = ok(t, &["eval", "--run", "dev.trec", "--queries", "data/queries-dev.arrow", "--corpus", "data/corpus.arrow", "--out", "m.json"]);
+    let (stdout, _) = ok(
+        t,
+        &[
+            "eval",
+            "--run",
+            "dev.trec",
+            "--queries",
+            "data/queries-dev.arrow",
+            "--corpus",
+            "data/corpus.arrow",
+            "--out",
+            "m.json",
+        ],
+    );
     assert!(stdout.contains("answer_hit@5"), "{stdout}");
     let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(t.join("m.json")).unwrap()).unwrap();
     assert_eq!(json["answers"]["queries"], 3);
@@ -101,7 +129,11 @@ fn run_executes_the_configured_pipeline_and_reuses_finished_stages() {
     let t = tmp.path();
     let config = t.join("job.toml");
     let input = fixtures().join("wiki-vital/summaries_subset.json");
-    std::fs::write(&config, format!("[job]\ndir = \"job\"\n[prepare]\ninput = {:?}\n[eval]\nsplits = [\"train\", \"dev\"]\n", s(&input))).unwrap();
+    std::fs::write(
+        &config,
+        format!("[job]\ndir = \"job\"\n[prepare]\ninput = {:?}\n[eval]\nsplits = [\"train\", \"dev\"]\n", s(&input)),
+    )
+    .unwrap();
 
     let (stdout, _) = ok(t, &["run", "--config", "job.toml"]);
     assert!(stdout.contains("== bm25 on train (wiki-vital)") && stdout.contains("== bm25 on dev"), "{stdout}");
@@ -152,7 +184,8 @@ fn bad_input_and_bad_configuration_fail_with_located_messages() {
 fn json_logs_are_one_object_per_line() {
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
-    let (_, stderr) = ok(t, &["--log-format", "json", "prepare", "--format", "msmarco", s(&fixtures().join("msmarco")), "data"]);
+    let (_, stderr) =
+        ok(t, &["--log-format", "json", "prepare", "--format", "msmarco", s(&fixtures().join("msmarco")), "data"]);
     let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
     assert!(!lines.is_empty());
     for line in lines {

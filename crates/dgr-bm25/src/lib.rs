@@ -18,14 +18,14 @@
 use std::path::{Path, PathBuf};
 
 use dgr_core::arrow_file::RecordReader;
-use dgr_core::atomic::{write_atomic, StagingDir};
+use dgr_core::atomic::{StagingDir, write_atomic};
 use dgr_core::import::sha256_file;
 use dgr_core::progress::Progress;
 use dgr_core::trec::{Run, ScoredDoc};
 use dgr_core::{Passage, Query};
 use tantivy::collector::TopDocs;
 use tantivy::query::{BooleanQuery, Occur, TermQuery};
-use tantivy::schema::{Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, Value, STORED, STRING};
+use tantivy::schema::{Field, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing, TextOptions, Value};
 use tantivy::tokenizer::TextAnalyzer;
 use tantivy::{Index, IndexReader, TantivyDocument, Term};
 
@@ -78,11 +78,7 @@ pub struct IndexOptions {
 }
 
 fn thread_count(requested: usize) -> usize {
-    if requested > 0 {
-        requested
-    } else {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    }
+    if requested > 0 { requested } else { std::thread::available_parallelism().map_or(1, |n| n.get()) }
 }
 
 struct Fields {
@@ -94,16 +90,19 @@ fn schema() -> (Schema, Fields) {
     let mut builder = Schema::builder();
     let id = builder.add_text_field("id", STRING | STORED);
     let body_options = TextOptions::default().set_indexing_options(
-        TextFieldIndexing::default()
-            .set_tokenizer("default")
-            .set_index_option(IndexRecordOption::WithFreqs),
+        TextFieldIndexing::default().set_tokenizer("default").set_index_option(IndexRecordOption::WithFreqs),
     );
     let body = builder.add_text_field("body", body_options);
     (builder.build(), Fields { id, body })
 }
 
 /// Builds the index of `corpus` (a `corpus.arrow` file) into `index_dir`, replacing it.
-pub fn build_index(corpus: &Path, index_dir: &Path, options: IndexOptions, progress: &dyn Progress) -> Result<Bm25Manifest> {
+pub fn build_index(
+    corpus: &Path,
+    index_dir: &Path,
+    options: IndexOptions,
+    progress: &dyn Progress,
+) -> Result<Bm25Manifest> {
     let mut reader = RecordReader::<Passage>::open(corpus)?;
     let (_, corpus_sha256) = sha256_file(corpus)?;
     let staging = StagingDir::create(index_dir, true)?;
@@ -144,10 +143,8 @@ pub fn build_index(corpus: &Path, index_dir: &Path, options: IndexOptions, progr
         corpus_sha256,
         documents,
     };
-    let json = serde_json::to_vec_pretty(&manifest).map_err(|e| Bm25Error::Manifest {
-        path: index_dir.join(MANIFEST_FILE),
-        message: e.to_string(),
-    })?;
+    let json = serde_json::to_vec_pretty(&manifest)
+        .map_err(|e| Bm25Error::Manifest { path: index_dir.join(MANIFEST_FILE), message: e.to_string() })?;
     write_atomic(&staging.path().join(MANIFEST_FILE), &json)?;
     staging.commit()?;
     Ok(manifest)
@@ -189,7 +186,8 @@ impl Bm25Index {
                 message: "index schema differs from the one this program writes".into(),
             });
         }
-        let analyzer = index.tokenizer_for_field(fields.body).map_err(tantivy_err(index_dir, "cannot load analyzer"))?;
+        let analyzer =
+            index.tokenizer_for_field(fields.body).map_err(tantivy_err(index_dir, "cannot load analyzer"))?;
         let reader = index.reader().map_err(tantivy_err(index_dir, "cannot open index reader"))?;
         Ok(Bm25Index { path: index_dir.to_path_buf(), manifest, reader, analyzer, fields })
     }
@@ -221,7 +219,8 @@ impl Bm25Index {
             .map_err(tantivy_err(&self.path, "search failed"))?;
         let mut docs = Vec::with_capacity(top.len());
         for (score, address) in top {
-            let doc: TantivyDocument = searcher.doc(address).map_err(tantivy_err(&self.path, "cannot read stored document"))?;
+            let doc: TantivyDocument =
+                searcher.doc(address).map_err(tantivy_err(&self.path, "cannot read stored document"))?;
             let id = doc.get_first(self.fields.id).and_then(|v| v.as_str()).unwrap_or_default();
             docs.push(ScoredDoc { doc_id: id.to_string(), score: f64::from(score) });
         }
@@ -250,10 +249,7 @@ impl Bm25Index {
                     })
                 })
                 .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
-                .collect()
+            handles.into_iter().map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
         });
         progress.finish();
         let mut run = Run::default();

@@ -2,9 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
-use dgr_bm25::{build_index, Bm25Index, IndexOptions};
+use dgr_bm25::{Bm25Index, IndexOptions, build_index};
 use dgr_core::arrow_file::read_records;
-use dgr_core::import::{import, DatasetFormat, ImportOptions};
+use dgr_core::import::{DatasetFormat, ImportOptions, import};
 use dgr_core::progress::NoProgress;
 use dgr_core::{Passage, Query};
 

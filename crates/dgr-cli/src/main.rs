@@ -11,7 +11,11 @@ use clap::{Parser, ValueEnum};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
-#[command(name = "dgr", version, about = "Generative retrieval with distillation: data, baselines, training, evaluation")]
+#[command(
+    name = "dgr",
+    version,
+    about = "Generative retrieval with distillation: data, baselines, training, evaluation"
+)]
 struct Cli {
     /// A TOML file layered over the embedded defaults (configs/demo.toml).
     #[arg(long, global = true, value_name = "FILE")]

@@ -48,10 +48,8 @@ pub trait ArrowRecord: Sized {
 }
 
 pub fn schema_for<T: ArrowRecord>(extra_metadata: &[(&str, &str)]) -> SchemaRef {
-    let mut metadata: HashMap<String, String> = extra_metadata
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+    let mut metadata: HashMap<String, String> =
+        extra_metadata.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     metadata.insert(FORMAT_KEY.into(), T::FORMAT.into());
     metadata.insert(VERSION_KEY.into(), T::VERSION.to_string());
     metadata.insert(WRITER_KEY.into(), format!("dgr {}", env!("CARGO_PKG_VERSION")));
@@ -74,15 +72,8 @@ impl<T: ArrowRecord> RecordWriter<T> {
     pub fn create(path: &Path, metadata: &[(&str, &str)]) -> Result<Self> {
         let file = AtomicFile::create(path)?;
         let schema = schema_for::<T>(metadata);
-        let writer =
-            FileWriter::try_new(file.writer()?, &schema).map_err(|e| Error::arrow(path, e))?;
-        Ok(RecordWriter {
-            file,
-            writer,
-            schema,
-            pending: Vec::with_capacity(BATCH_ROWS),
-            rows: 0,
-        })
+        let writer = FileWriter::try_new(file.writer()?, &schema).map_err(|e| Error::arrow(path, e))?;
+        Ok(RecordWriter { file, writer, schema, pending: Vec::with_capacity(BATCH_ROWS), rows: 0 })
     }
 
     pub fn push(&mut self, record: T) -> Result<()> {
@@ -102,8 +93,8 @@ impl<T: ArrowRecord> RecordWriter<T> {
             return Ok(());
         }
         let path = self.file.path().to_path_buf();
-        let batch = RecordBatch::try_new(self.schema.clone(), T::columns(&self.pending))
-            .map_err(|e| Error::arrow(&path, e))?;
+        let batch =
+            RecordBatch::try_new(self.schema.clone(), T::columns(&self.pending)).map_err(|e| Error::arrow(&path, e))?;
         self.writer.write(&batch).map_err(|e| Error::arrow(&path, e))?;
         self.rows += self.pending.len() as u64;
         self.pending.clear();
@@ -135,9 +126,8 @@ pub struct RecordReader<T: ArrowRecord> {
 impl<T: ArrowRecord> RecordReader<T> {
     pub fn open(path: &Path) -> Result<Self> {
         let file = File::open(path).map_err(|e| Error::io(path, "cannot open", e))?;
-        let reader = FileReader::try_new(file, None).map_err(|e| {
-            Error::format(path, format!("not a readable Arrow IPC file ({e})"))
-        })?;
+        let reader = FileReader::try_new(file, None)
+            .map_err(|e| Error::format(path, format!("not a readable Arrow IPC file ({e})")))?;
         let schema = reader.schema();
         check_schema::<T>(path, &schema)?;
         Ok(RecordReader {
@@ -206,10 +196,7 @@ fn check_schema<T: ArrowRecord>(path: &Path, schema: &Schema) -> Result<()> {
             path,
             match found_format {
                 Some(f) => format!("holds `{f}` records, expected `{}`", T::FORMAT),
-                None => format!(
-                    "has no `{FORMAT_KEY}` schema metadata: not a dgr `{}` file",
-                    T::FORMAT
-                ),
+                None => format!("has no `{FORMAT_KEY}` schema metadata: not a dgr `{}` file", T::FORMAT),
             },
         ));
     }
@@ -226,9 +213,9 @@ fn check_schema<T: ArrowRecord>(path: &Path, schema: &Schema) -> Result<()> {
         ));
     }
     for expected in T::fields() {
-        let found = schema.field_with_name(expected.name()).map_err(|_| {
-            Error::format(path, format!("missing column `{}`", expected.name()))
-        })?;
+        let found = schema
+            .field_with_name(expected.name())
+            .map_err(|_| Error::format(path, format!("missing column `{}`", expected.name())))?;
         if found.data_type() != expected.data_type() {
             return Err(Error::format(
                 path,
@@ -253,9 +240,7 @@ pub struct BatchColumns<'a> {
 
 impl<'a> BatchColumns<'a> {
     fn column(&self, name: &str) -> Result<&'a ArrayRef> {
-        self.batch
-            .column_by_name(name)
-            .ok_or_else(|| Error::format(self.path, format!("missing column `{name}`")))
+        self.batch.column_by_name(name).ok_or_else(|| Error::format(self.path, format!("missing column `{name}`")))
     }
 
     /// A non-null string column.
@@ -281,9 +266,7 @@ impl<'a> BatchColumns<'a> {
             .values()
             .as_any()
             .downcast_ref::<arrow_array::StringArray>()
-            .ok_or_else(|| {
-                Error::format(self.path, format!("column `{name}` is not a list of utf8"))
-            })?;
+            .ok_or_else(|| Error::format(self.path, format!("column `{name}` is not a list of utf8")))?;
         self.no_nulls(name, values)?;
         Ok(StringLists { lists, values })
     }
@@ -293,13 +276,7 @@ impl<'a> BatchColumns<'a> {
             return Ok(());
         }
         let row = (0..array.len()).find(|&i| array.is_null(i)).unwrap_or(0) as u64;
-        Err(Error::input(
-            self.path,
-            crate::error::Position::Row(self.first_row + row),
-            name,
-            "is null",
-            "",
-        ))
+        Err(Error::input(self.path, crate::error::Position::Row(self.first_row + row), name, "is null", ""))
     }
 }
 
@@ -312,18 +289,14 @@ pub struct StringLists<'a> {
 impl StringLists<'_> {
     pub fn get(&self, row: usize) -> Vec<String> {
         let offsets = self.lists.value_offsets();
-        (offsets[row] as usize..offsets[row + 1] as usize)
-            .map(|i| self.values.value(i).to_string())
-            .collect()
+        (offsets[row] as usize..offsets[row + 1] as usize).map(|i| self.values.value(i).to_string()).collect()
     }
 }
 
 /// Builds a non-null `List<Utf8>` column.
 pub fn string_list_column<'a>(rows: impl Iterator<Item = &'a [String]>) -> ArrayRef {
-    let mut builder = arrow_array::builder::ListBuilder::new(
-        arrow_array::builder::StringBuilder::new(),
-    )
-    .with_field(string_list_item());
+    let mut builder = arrow_array::builder::ListBuilder::new(arrow_array::builder::StringBuilder::new())
+        .with_field(string_list_item());
     for row in rows {
         for value in row {
             builder.values().append_value(value);

@@ -26,20 +26,14 @@ impl AtomicFile {
 
     /// A second handle on the temporary file, for writers that take ownership of their sink.
     pub fn writer(&self) -> Result<BufWriter<File>> {
-        let file = self
-            .temp
-            .as_file()
-            .try_clone()
-            .map_err(|e| Error::io(&self.dest, "cannot open temporary file", e))?;
+        let file =
+            self.temp.as_file().try_clone().map_err(|e| Error::io(&self.dest, "cannot open temporary file", e))?;
         Ok(BufWriter::with_capacity(1 << 20, file))
     }
 
     /// Flushes to disk and renames the temporary file over the destination.
     pub fn commit(self) -> Result<()> {
-        self.temp
-            .as_file()
-            .sync_all()
-            .map_err(|e| Error::io(&self.dest, "cannot sync", e))?;
+        self.temp.as_file().sync_all().map_err(|e| Error::io(&self.dest, "cannot sync", e))?;
         self.temp
             .persist(&self.dest)
             .map_err(|e| Error::io(&self.dest, "cannot rename temporary file into place", e.error))?;
@@ -51,9 +45,7 @@ impl AtomicFile {
 pub fn write_atomic(dest: &Path, contents: &[u8]) -> Result<()> {
     let file = AtomicFile::create(dest)?;
     let mut w = file.writer()?;
-    w.write_all(contents)
-        .and_then(|_| w.flush())
-        .map_err(|e| Error::io(dest, "cannot write", e))?;
+    w.write_all(contents).and_then(|_| w.flush()).map_err(|e| Error::io(dest, "cannot write", e))?;
     drop(w);
     file.commit()
 }
@@ -69,10 +61,7 @@ impl StagingDir {
     /// Fails if `dest` exists, unless `replace` allows removing it at commit time.
     pub fn create(dest: &Path, replace: bool) -> Result<Self> {
         if dest.exists() && !replace {
-            return Err(Error::format(
-                dest,
-                "output already exists (pass --overwrite to replace it)",
-            ));
+            return Err(Error::format(dest, "output already exists (pass --overwrite to replace it)"));
         }
         let temp = beside(dest, ".partial", |builder, dir| builder.tempdir_in(dir))
             .map_err(|e| Error::io(dest, "cannot create staging directory", e))?;

@@ -9,8 +9,8 @@
 
 use std::path::{Path, PathBuf};
 
-use figment::providers::{Env, Format, Toml};
 use figment::Figment;
+use figment::providers::{Env, Format, Toml};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -90,9 +90,9 @@ pub fn load(user_file: Option<&Path>, overrides: Figment) -> Result<Config> {
         figment = figment.merge(Toml::file(path));
     }
     figment = figment.merge(Env::prefixed("DGR_").split("__")).merge(overrides);
-    let config: Config = figment.extract().map_err(|errors| {
-        Error::Config(errors.into_iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))
-    })?;
+    let config: Config = figment
+        .extract()
+        .map_err(|errors| Error::Config(errors.into_iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ")))?;
     config.validate()?;
     Ok(config)
 }

@@ -40,13 +40,7 @@ pub enum Error {
     /// A record of an input file is malformed. `reason` is a short fixed phrase (it keys the
     /// skipped-records summary); `detail` carries the offending value.
     #[error("{path}: {position}: field `{field}`: {reason}{}", fmt_detail(.detail))]
-    Input {
-        path: PathBuf,
-        position: Position,
-        field: String,
-        reason: &'static str,
-        detail: String,
-    },
+    Input { path: PathBuf, position: Position, field: String, reason: &'static str, detail: String },
 
     /// A whole file is not what it claims to be (wrong format, version or schema).
     #[error("{path}: {message}")]
@@ -64,20 +58,12 @@ pub enum Error {
 }
 
 fn fmt_detail(detail: &str) -> String {
-    if detail.is_empty() {
-        String::new()
-    } else {
-        format!(": {detail}")
-    }
+    if detail.is_empty() { String::new() } else { format!(": {detail}") }
 }
 
 impl Error {
     pub fn io(path: impl Into<PathBuf>, action: &'static str, source: std::io::Error) -> Self {
-        Error::Io {
-            path: path.into(),
-            action,
-            source,
-        }
+        Error::Io { path: path.into(), action, source }
     }
 
     pub fn input(
@@ -87,26 +73,14 @@ impl Error {
         reason: &'static str,
         detail: impl Into<String>,
     ) -> Self {
-        Error::Input {
-            path: path.into(),
-            position,
-            field: field.into(),
-            reason,
-            detail: detail.into(),
-        }
+        Error::Input { path: path.into(), position, field: field.into(), reason, detail: detail.into() }
     }
 
     pub fn format(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
-        Error::Format {
-            path: path.into(),
-            message: message.into(),
-        }
+        Error::Format { path: path.into(), message: message.into() }
     }
 
     pub fn arrow(path: impl Into<PathBuf>, source: arrow_schema::ArrowError) -> Self {
-        Error::Arrow {
-            path: path.into(),
-            source,
-        }
+        Error::Arrow { path: path.into(), source }
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use arrow_array::{ArrayRef, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field};
 
-use crate::arrow_file::{string_list_column, string_list_type, ArrowRecord, BatchColumns};
+use crate::arrow_file::{ArrowRecord, BatchColumns, string_list_column, string_list_type};
 use crate::error::Result;
 
 /// One retrievable unit of the corpus.
@@ -94,11 +94,7 @@ impl ArrowRecord for Query {
         let (id, text) = (cols.strings("id")?, cols.strings("text")?);
         let answers = cols.string_lists("answers")?;
         Ok((0..batch.num_rows())
-            .map(|i| Query {
-                id: id.value(i).to_string(),
-                text: text.value(i).to_string(),
-                answers: answers.get(i),
-            })
+            .map(|i| Query { id: id.value(i).to_string(), text: text.value(i).to_string(), answers: answers.get(i) })
             .collect())
     }
 }

@@ -34,10 +34,7 @@ pub struct Run {
 
 impl Qrels {
     pub fn insert(&mut self, query_id: &str, doc_id: &str, relevance: i32) {
-        self.judgments
-            .entry(query_id.to_string())
-            .or_default()
-            .insert(doc_id.to_string(), relevance);
+        self.judgments.entry(query_id.to_string()).or_default().insert(doc_id.to_string(), relevance);
     }
 
     /// Number of judgment lines.
@@ -62,10 +59,10 @@ impl Run {
 
 fn lines(path: &Path) -> Result<impl Iterator<Item = Result<(u64, String)>> + '_> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, "cannot open", e))?;
-    Ok(BufReader::new(file).lines().enumerate().map(move |(i, line)| {
-        line.map(|l| (i as u64 + 1, l))
-            .map_err(|e| Error::io(path, "cannot read", e))
-    }))
+    Ok(BufReader::new(file)
+        .lines()
+        .enumerate()
+        .map(move |(i, line)| line.map(|l| (i as u64 + 1, l)).map_err(|e| Error::io(path, "cannot read", e))))
 }
 
 /// Checks that an id can stand in a whitespace-separated TREC file.
@@ -115,11 +112,7 @@ pub fn read_qrels(path: &Path) -> Result<Qrels> {
         let Some((query_id, doc_id, relevance)) = parse_qrels_line(path, n, &line)? else {
             continue;
         };
-        let previous = qrels
-            .judgments
-            .entry(query_id.to_string())
-            .or_default()
-            .insert(doc_id.to_string(), relevance);
+        let previous = qrels.judgments.entry(query_id.to_string()).or_default().insert(doc_id.to_string(), relevance);
         if previous.is_some() {
             return Err(Error::input(
                 path,
@@ -166,10 +159,7 @@ pub fn read_run(path: &Path) -> Result<Run> {
                 format!("{} {}", cols[0], cols[2]),
             ));
         }
-        run.rankings.entry(cols[0].to_string()).or_default().push(ScoredDoc {
-            doc_id: cols[2].to_string(),
-            score,
-        });
+        run.rankings.entry(cols[0].to_string()).or_default().push(ScoredDoc { doc_id: cols[2].to_string(), score });
     }
     run.sort();
     Ok(run)

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use dgr_core::arrow_file::{read_records, write_records, RecordReader, FORMAT_KEY, VERSION_KEY};
+use dgr_core::arrow_file::{FORMAT_KEY, RecordReader, VERSION_KEY, read_records, write_records};
 use dgr_core::{Error, Passage, Query};
 
 fn passages() -> Vec<Passage> {
@@ -61,9 +61,9 @@ fn a_non_arrow_file_and_a_missing_file_are_clear_errors() {
 
 /// Writes an Arrow file by hand, as another tool might, to test what the reader accepts.
 fn write_foreign(path: &Path, metadata: &[(&str, &str)], nullable_text: bool, text: Vec<Option<&str>>) {
-    use std::sync::Arc;
     use arrow_array::{ArrayRef, RecordBatch, StringArray};
     use arrow_schema::{DataType, Field, Schema};
+    use std::sync::Arc;
     let n = text.len();
     let list = dgr_core::arrow_file::string_list_column(std::iter::repeat_n(&[][..], n));
     let schema = Schema::new_with_metadata(

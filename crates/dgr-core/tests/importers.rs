@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use dgr_core::arrow_file::read_records;
-use dgr_core::import::{import, DatasetFormat, DatasetManifest, ImportOptions, ImportSummary};
+use dgr_core::import::{DatasetFormat, DatasetManifest, ImportOptions, ImportSummary, import};
 use dgr_core::progress::NoProgress;
 use dgr_core::trec::read_qrels;
 use dgr_core::{Passage, Query};

@@ -14,7 +14,8 @@ fn real_qrels_files_parse() {
     let antique = read_qrels(&fixtures().join("trec/qrels.antique.txt")).unwrap();
     assert_eq!(antique.len(), 300);
     assert_eq!(antique.judgments["2531329"]["2531329_0"], 3);
-    let levels: std::collections::BTreeSet<i32> = antique.judgments.values().flat_map(|d| d.values().copied()).collect();
+    let levels: std::collections::BTreeSet<i32> =
+        antique.judgments.values().flat_map(|d| d.values().copied()).collect();
     assert_eq!(levels, [0, 1, 2, 3].into());
 
     let marco = read_qrels(&fixtures().join("trec/qrels.msmarcopassage.txt")).unwrap();

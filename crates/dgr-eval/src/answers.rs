@@ -34,9 +34,9 @@ impl AnswerMatcher {
     /// Whether any of the (pre-tokenised) answers occurs in `text`.
     pub fn contains_any(&self, text: &str, answers: &[Vec<String>]) -> bool {
         let tokens = self.tokens(text);
-        answers.iter().any(|answer| {
-            !answer.is_empty() && tokens.windows(answer.len()).any(|window| window == answer.as_slice())
-        })
+        answers
+            .iter()
+            .any(|answer| !answer.is_empty() && tokens.windows(answer.len()).any(|window| window == answer.as_slice()))
     }
 }
 

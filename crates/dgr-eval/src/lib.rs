@@ -26,5 +26,5 @@
 mod answers;
 mod metrics;
 
-pub use answers::{has_answer, AnswerMatcher};
-pub use metrics::{evaluate_answers, evaluate_qrels, EvalReport};
+pub use answers::{AnswerMatcher, has_answer};
+pub use metrics::{EvalReport, evaluate_answers, evaluate_qrels};

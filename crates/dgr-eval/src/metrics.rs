@@ -36,8 +36,7 @@ pub fn evaluate_qrels(run: &Run, qrels: &Qrels, recall_at: &[usize]) -> EvalRepo
             *sums.entry(format!("recall@{k}")).or_default() += hits as f64 / relevant as f64;
         }
         let first_hit = ranking.iter().take(RANK_CUTOFF).position(|d| gain(d) > 0);
-        *sums.entry(format!("mrr@{RANK_CUTOFF}")).or_default() +=
-            first_hit.map_or(0.0, |i| 1.0 / (i + 1) as f64);
+        *sums.entry(format!("mrr@{RANK_CUTOFF}")).or_default() += first_hit.map_or(0.0, |i| 1.0 / (i + 1) as f64);
 
         let dcg = discounted(ranking.iter().take(RANK_CUTOFF).map(gain));
         let mut ideal: Vec<i32> = judged.values().map(|&r| r.max(0)).collect();
@@ -87,9 +86,7 @@ pub fn evaluate_answers<'a>(
 }
 
 fn report(queries: usize, sums: BTreeMap<String, f64>) -> EvalReport {
-    let metrics = sums
-        .into_iter()
-        .map(|(name, sum)| (name, if queries == 0 { 0.0 } else { sum / queries as f64 }))
-        .collect();
+    let metrics =
+        sums.into_iter().map(|(name, sum)| (name, if queries == 0 { 0.0 } else { sum / queries as f64 })).collect();
     EvalReport { queries, metrics }
 }

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use dgr_core::trec::{read_qrels, read_run, Qrels, Run, ScoredDoc};
+use dgr_core::trec::{Qrels, Run, ScoredDoc, read_qrels, read_run};
 use dgr_eval::{evaluate_answers, evaluate_qrels, has_answer};
 
 fn fixtures() -> PathBuf {

@@ -31,7 +31,8 @@ fn ids(batch: usize, length: usize, vocab: usize, device: &Device) -> Tensor<2, 
 
 fn bench_encoder(root: &Path, repeats: usize) {
     let device = Device::flex();
-    let (model, config, _) = BiEncoder::load(&root.join("assets/minilm"), &device).expect("run scripts/fetch-assets.sh");
+    let (model, config, _) =
+        BiEncoder::load(&root.join("assets/minilm"), &device).expect("run scripts/fetch-assets.sh");
     let (batch, length) = (32, 128);
     let input = EncoderInput {
         input_ids: ids(batch, length, config.vocab_size, &device),
@@ -86,7 +87,10 @@ fn bench_train_step(size: &str, repeats: usize) {
     let mut model = config.init(&device);
     let mut optim = AdamWConfig::new().with_weight_decay(0.01).init();
     let (batch, source_len, target_len) = (16, 64, 16);
-    let source = Source { ids: ids(batch, source_len, config.vocab_size, &device), mask: Tensor::ones([batch, source_len], &device) };
+    let source = Source {
+        ids: ids(batch, source_len, config.vocab_size, &device),
+        mask: Tensor::ones([batch, source_len], &device),
+    };
     let labels: Vec<Vec<i64>> = (0..batch)
         .map(|b| (0..target_len).map(|t| 3 + ((b * 31 + t * 7) % (config.vocab_size - 3)) as i64).collect())
         .collect();

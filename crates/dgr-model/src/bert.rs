@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use burn::module::Module;
-use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::nn::{Embedding, LayerNorm, LayerNormConfig, Linear};
 use burn::tensor::activation::gelu;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
@@ -33,6 +33,14 @@ pub struct BertConfig {
     pub hidden_act: String,
     #[serde(default = "absolute")]
     pub position_embedding_type: String,
+    /// Standard deviation of fresh weights (a model built from scratch, or the parts a warm
+    /// start adds).
+    #[serde(default = "bert_init_std")]
+    pub initializer_range: f64,
+}
+
+fn bert_init_std() -> f64 {
+    0.02
 }
 
 fn bert_model_type() -> String {
@@ -61,10 +69,8 @@ impl BertConfig {
             action: "cannot read model config",
             source,
         })?;
-        let config: BertConfig = serde_json::from_str(&text).map_err(|e| ModelError::Config {
-            path: path.to_path_buf(),
-            message: format!("not a BERT config: {e}"),
-        })?;
+        let config: BertConfig = serde_json::from_str(&text)
+            .map_err(|e| ModelError::Config { path: path.to_path_buf(), message: format!("not a BERT config: {e}") })?;
         config.validate().map_err(|message| ModelError::Config { path: path.to_path_buf(), message })?;
         Ok(config)
     }
@@ -95,35 +101,59 @@ impl BertConfig {
         Ok(())
     }
 
+    /// An encoder with fresh weights.
     pub fn init(&self, device: &Device) -> BertModel {
-        let norm = || LayerNormConfig::new(self.hidden_size).with_epsilon(self.layer_norm_eps).init(device);
-        let linear = |i, o| LinearConfig::new(i, o).init(device);
-        let h = self.hidden_size;
         BertModel {
-            embeddings: BertEmbeddings {
-                word_embeddings: EmbeddingConfig::new(self.vocab_size, h).init(device),
-                position_embeddings: EmbeddingConfig::new(self.max_position_embeddings, h).init(device),
-                token_type_embeddings: EmbeddingConfig::new(self.type_vocab_size, h).init(device),
-                layer_norm: norm(),
-            },
+            embeddings: self.init_embeddings(device),
             encoder: BertEncoder {
                 layer: (0..self.num_hidden_layers)
                     .map(|_| BertLayer {
-                        attention: BertAttention {
-                            self_attn: SelfAttention {
-                                query: linear(h, h),
-                                key: linear(h, h),
-                                value: linear(h, h),
-                                heads: self.num_attention_heads,
-                            },
-                            output: AddNorm { dense: linear(h, h), layer_norm: norm() },
-                        },
-                        intermediate: Intermediate { dense: linear(h, self.intermediate_size) },
-                        output: AddNorm { dense: linear(self.intermediate_size, h), layer_norm: norm() },
+                        attention: self.init_attention(device),
+                        intermediate: self.init_intermediate(device),
+                        output: self.init_add_norm(self.intermediate_size, device),
                     })
                     .collect(),
             },
         }
+    }
+
+    pub(crate) fn init_embeddings(&self, device: &Device) -> BertEmbeddings {
+        let embedding = |n| crate::init::embedding(n, self.hidden_size, self.initializer_range, device);
+        BertEmbeddings {
+            word_embeddings: embedding(self.vocab_size),
+            position_embeddings: embedding(self.max_position_embeddings),
+            token_type_embeddings: embedding(self.type_vocab_size),
+            layer_norm: self.init_norm(device),
+        }
+    }
+
+    pub(crate) fn init_norm(&self, device: &Device) -> LayerNorm {
+        LayerNormConfig::new(self.hidden_size).with_epsilon(self.layer_norm_eps).init(device)
+    }
+
+    pub(crate) fn init_linear(&self, input: usize, output: usize, device: &Device) -> Linear {
+        crate::init::linear(input, output, self.initializer_range, device)
+    }
+
+    pub(crate) fn init_attention(&self, device: &Device) -> BertAttention {
+        let h = self.hidden_size;
+        BertAttention {
+            self_attn: SelfAttention {
+                query: self.init_linear(h, h, device),
+                key: self.init_linear(h, h, device),
+                value: self.init_linear(h, h, device),
+                heads: self.num_attention_heads,
+            },
+            output: self.init_add_norm(h, device),
+        }
+    }
+
+    pub(crate) fn init_intermediate(&self, device: &Device) -> Intermediate {
+        Intermediate { dense: self.init_linear(self.hidden_size, self.intermediate_size, device) }
+    }
+
+    pub(crate) fn init_add_norm(&self, input: usize, device: &Device) -> AddNorm {
+        AddNorm { dense: self.init_linear(input, self.hidden_size, device), layer_norm: self.init_norm(device) }
     }
 }
 
@@ -187,27 +217,34 @@ pub struct EncoderInput {
     pub attention_mask: Tensor<2, Int>,
 }
 
+impl BertEmbeddings {
+    /// `LayerNorm(word + position + token type)`, positions counted from 0.
+    pub fn forward(&self, input_ids: Tensor<2, Int>, token_type_ids: Tensor<2, Int>) -> Tensor<3> {
+        let [batch, length] = input_ids.dims();
+        let positions = Tensor::<1, Int>::arange(0..length as i64, &input_ids.device())
+            .reshape([1, length])
+            .expand([batch, length]);
+        let x = self.word_embeddings.forward(input_ids)
+            + self.position_embeddings.forward(positions)
+            + self.token_type_embeddings.forward(token_type_ids);
+        self.layer_norm.forward(x)
+    }
+}
+
+/// `[batch, heads, queries, keys]`, true where a key is padding (masked out); expanded to full
+/// shape for the autodiff path.
+pub(crate) fn padding_mask(mask: &Tensor<2, Int>, heads: usize, queries: usize) -> Tensor<4, Bool> {
+    let [batch, keys] = mask.dims();
+    mask.clone().equal_elem(0).reshape([batch, 1, 1, keys]).expand([batch, heads, queries, keys])
+}
+
 impl BertModel {
     /// Last hidden states, `[batch, length, hidden]`.
     pub fn forward(&self, input: &EncoderInput) -> Tensor<3> {
-        let [batch, length] = input.input_ids.dims();
-        let device = input.input_ids.device();
-        let positions = Tensor::<1, Int>::arange(0..length as i64, &device)
-            .reshape([1, length])
-            .expand([batch, length]);
-        let e = &self.embeddings;
-        let x = e.word_embeddings.forward(input.input_ids.clone())
-            + e.position_embeddings.forward(positions)
-            + e.token_type_embeddings.forward(input.token_type_ids.clone());
-        let mut x = e.layer_norm.forward(x);
+        let length = input.input_ids.dims()[1];
+        let mut x = self.embeddings.forward(input.input_ids.clone(), input.token_type_ids.clone());
         let heads = self.encoder.layer.first().map_or(1, |l| l.attention.self_attn.heads);
-        // true = padding key, masked out; expanded to full shape for the autodiff path.
-        let mask = input
-            .attention_mask
-            .clone()
-            .equal_elem(0)
-            .reshape([batch, 1, 1, length])
-            .expand([batch, heads, length, length]);
+        let mask = padding_mask(&input.attention_mask, heads, length);
         for layer in &self.encoder.layer {
             x = layer.forward(x, mask.clone());
         }
@@ -217,27 +254,45 @@ impl BertModel {
 
 impl BertLayer {
     fn forward(&self, x: Tensor<3>, mask: Tensor<4, Bool>) -> Tensor<3> {
-        let attended = self.attention.self_attn.forward(x.clone(), mask);
-        let x = self.attention.output.forward(attended, x);
-        let hidden = gelu(self.intermediate.dense.forward(x.clone()));
-        self.output.forward(hidden, x)
+        let x = self.attention.forward(x.clone(), x, mask);
+        self.feed_forward(x)
+    }
+
+    fn feed_forward(&self, x: Tensor<3>) -> Tensor<3> {
+        self.output.forward(self.intermediate.forward(x.clone()), x)
+    }
+}
+
+impl BertAttention {
+    /// Attention of `x` over `memory` (itself for self-attention), then add & norm.
+    pub(crate) fn forward(&self, x: Tensor<3>, memory: Tensor<3>, mask: Tensor<4, Bool>) -> Tensor<3> {
+        let attended = self.self_attn.forward(x.clone(), memory, mask);
+        self.output.forward(attended, x)
     }
 }
 
 impl SelfAttention {
-    fn forward(&self, x: Tensor<3>, mask: Tensor<4, Bool>) -> Tensor<3> {
-        let [batch, length, hidden] = x.dims();
-        let split = |t: Tensor<3>| t.reshape([batch, length, self.heads, hidden / self.heads]).swap_dims(1, 2);
-        let q = split(self.query.forward(x.clone()));
-        let k = split(self.key.forward(x.clone()));
-        let v = split(self.value.forward(x));
+    /// `x [B, Lq, d]` attends to `memory [B, Lk, d]`; `mask [B, heads, Lq, Lk]`.
+    fn forward(&self, x: Tensor<3>, memory: Tensor<3>, mask: Tensor<4, Bool>) -> Tensor<3> {
+        let [batch, lq, hidden] = x.dims();
+        let lk = memory.dims()[1];
+        let split = |t: Tensor<3>, len| t.reshape([batch, len, self.heads, hidden / self.heads]).swap_dims(1, 2);
+        let q = split(self.query.forward(x), lq);
+        let k = split(self.key.forward(memory.clone()), lk);
+        let v = split(self.value.forward(memory), lk);
         let context = attention(q, k, v, Some(mask), None, AttentionModuleOptions::default());
-        context.swap_dims(1, 2).reshape([batch, length, hidden])
+        context.swap_dims(1, 2).reshape([batch, lq, hidden])
     }
 }
 
 impl AddNorm {
-    fn forward(&self, x: Tensor<3>, residual: Tensor<3>) -> Tensor<3> {
+    pub(crate) fn forward(&self, x: Tensor<3>, residual: Tensor<3>) -> Tensor<3> {
         self.layer_norm.forward(self.dense.forward(x) + residual)
+    }
+}
+
+impl Intermediate {
+    pub(crate) fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        gelu(self.dense.forward(x))
     }
 }

@@ -19,6 +19,9 @@ pub enum ModelError {
     Weights { path: PathBuf, message: String },
     #[error("{path}: cannot load tokenizer: {message}")]
     Tokenizer { path: PathBuf, message: String },
+    /// The requested device cannot be used on this build or machine.
+    #[error("{0}")]
+    Device(String),
     #[error("cannot tokenize {text:?}: {message}")]
     Encode { text: String, message: String },
 }

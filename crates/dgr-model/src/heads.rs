@@ -9,7 +9,7 @@ use burn::tensor::{Device, Tensor};
 
 use crate::bert::{BertConfig, BertModel, EncoderInput};
 use crate::error::Result;
-use crate::weights::{load_safetensors, LoadReport};
+use crate::weights::{LoadReport, load_safetensors};
 
 /// A sentence embedder: mean of the token states over the attention mask, L2-normalised.
 #[derive(Module, Debug)]
@@ -89,9 +89,7 @@ fn num_labels(config_path: &Path) -> Result<usize> {
         action: "cannot read model config",
         source,
     })?;
-    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| crate::ModelError::Config {
-        path: config_path.to_path_buf(),
-        message: e.to_string(),
-    })?;
+    let value: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| crate::ModelError::Config { path: config_path.to_path_buf(), message: e.to_string() })?;
     Ok(value["id2label"].as_object().map_or(2, |labels| labels.len().max(1)))
 }

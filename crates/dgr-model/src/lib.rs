@@ -3,15 +3,22 @@
 //! - [`bert`]: a BERT-family encoder shaped like HF `BertModel`;
 //! - [`heads`]: the teachers, a bi-encoder (mean pooling + L2 norm) and a cross-encoder
 //!   (`BertForSequenceClassification`, score = first logit);
+//! - [`seq2seq`]: the student, BART-compatible, and the [`seq2seq::EncoderDecoder`] trait with
+//!   the generation loss and teacher-forced key scores; [`bert2bert`]: the BERT2BERT student,
+//!   warm-started from a pretrained BERT;
 //! - [`weights`]: HF safetensors loading with clear errors for missing or mis-shaped tensors;
 //! - [`tokenizer`]: HF `tokenizer.json` tokenizers and padded batches.
 //!
-//! CPU (Burn's `flex` backend) is the default; callers pass the [`burn::tensor::Device`].
+//! CPU (Burn's `flex` backend) is the default; callers pass the [`burn::tensor::Device`]
+//! ([`device::select`] probes CUDA, available with the `cuda` feature).
 //! This crate knows nothing of files beyond model directories, nor of processes or the network.
 
 pub mod bert;
+pub mod bert2bert;
+pub mod device;
 pub mod error;
 pub mod heads;
+mod init;
 pub mod seq2seq;
 pub mod tokenizer;
 pub mod weights;

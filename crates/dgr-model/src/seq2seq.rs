@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use burn::module::{Module, Param};
-use burn::nn::{Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::nn::{Embedding, LayerNorm, LayerNormConfig, Linear};
 use burn::tensor::activation::{gelu, log_softmax};
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
@@ -15,7 +15,7 @@ use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ModelError, Result};
-use crate::weights::{load_safetensors, save_safetensors, LoadReport};
+use crate::weights::{LoadReport, load_safetensors, save_safetensors};
 
 /// BART learned positions start at index 2 (HF `BartLearnedPositionalEmbedding`).
 const POSITION_OFFSET: usize = 2;
@@ -64,10 +64,8 @@ impl Seq2SeqConfig {
             action: "cannot read model config",
             source,
         })?;
-        let config: Seq2SeqConfig = serde_json::from_str(&text).map_err(|e| ModelError::Config {
-            path: path.to_path_buf(),
-            message: format!("not a BART config: {e}"),
-        })?;
+        let config: Seq2SeqConfig = serde_json::from_str(&text)
+            .map_err(|e| ModelError::Config { path: path.to_path_buf(), message: format!("not a BART config: {e}") })?;
         config.validate().map_err(|message| ModelError::Config { path: path.to_path_buf(), message })?;
         Ok(config)
     }
@@ -77,7 +75,10 @@ impl Seq2SeqConfig {
             return Err(format!("model_type `{}` is not supported by the student (supported: bart)", self.model_type));
         }
         if self.activation_function != "gelu" {
-            return Err(format!("activation_function `{}` is not supported (supported: gelu)", self.activation_function));
+            return Err(format!(
+                "activation_function `{}` is not supported (supported: gelu)",
+                self.activation_function
+            ));
         }
         if self.normalize_before {
             return Err("normalize_before = true (pre-LN, mBART-style) is not supported".into());
@@ -93,15 +94,16 @@ impl Seq2SeqConfig {
     /// A model with fresh weights (normal with `init_std`, zero biases, unit layer norms).
     pub fn init(&self, device: &Device) -> Seq2Seq {
         let d = self.d_model;
-        let normal = Initializer::Normal { mean: 0.0, std: self.init_std };
-        let linear = |i, o| {
-            let mut layer = LinearConfig::new(i, o).with_initializer(normal.clone()).init(device);
-            layer.bias = layer.bias.map(|b| Param::from_tensor(Tensor::zeros(b.dims(), device)));
-            layer
-        };
-        let embedding = |n| EmbeddingConfig::new(n, d).with_initializer(normal.clone()).init(device);
+        let linear = |i, o| crate::init::linear(i, o, self.init_std, device);
+        let embedding = |n| crate::init::embedding(n, d, self.init_std, device);
         let norm = || LayerNormConfig::new(d).init(device);
-        let attn = |heads| MultiHeadAttention { q_proj: linear(d, d), k_proj: linear(d, d), v_proj: linear(d, d), out_proj: linear(d, d), heads };
+        let attn = |heads| MultiHeadAttention {
+            q_proj: linear(d, d),
+            k_proj: linear(d, d),
+            v_proj: linear(d, d),
+            out_proj: linear(d, d),
+            heads,
+        };
         let positions = || embedding(self.max_position_embeddings + POSITION_OFFSET);
         let encoder_layer = || EncoderLayer {
             self_attn: attn(self.encoder_attention_heads),
@@ -284,12 +286,22 @@ impl Seq2Seq {
     /// Writes `dir/config.json` and `dir/model.safetensors` with HF BART names, loadable by
     /// [`Seq2Seq::load`] and by `BartForConditionalGeneration.from_pretrained`.
     pub fn save(&self, dir: &Path, config: &Seq2SeqConfig) -> Result<()> {
-        std::fs::create_dir_all(dir).map_err(|source| ModelError::Io { path: dir.to_path_buf(), action: "cannot create model directory", source })?;
-        let mut json = serde_json::to_value(config).map_err(|e| ModelError::Config { path: dir.join("config.json"), message: e.to_string() })?;
+        std::fs::create_dir_all(dir).map_err(|source| ModelError::Io {
+            path: dir.to_path_buf(),
+            action: "cannot create model directory",
+            source,
+        })?;
+        let mut json = serde_json::to_value(config)
+            .map_err(|e| ModelError::Config { path: dir.join("config.json"), message: e.to_string() })?;
         json["architectures"] = serde_json::json!(["BartForConditionalGeneration"]);
         json["tie_word_embeddings"] = true.into();
-        let text = serde_json::to_string_pretty(&json).map_err(|e| ModelError::Config { path: dir.join("config.json"), message: e.to_string() })?;
-        std::fs::write(dir.join("config.json"), text).map_err(|source| ModelError::Io { path: dir.join("config.json"), action: "cannot write", source })?;
+        let text = serde_json::to_string_pretty(&json)
+            .map_err(|e| ModelError::Config { path: dir.join("config.json"), message: e.to_string() })?;
+        std::fs::write(dir.join("config.json"), text).map_err(|source| ModelError::Io {
+            path: dir.join("config.json"),
+            action: "cannot write",
+            source,
+        })?;
         save_safetensors(self, &dir.join("model.safetensors"), &[(r"^(shared|encoder|decoder)\.", "model.$1.")])
     }
 
@@ -299,7 +311,17 @@ impl Seq2Seq {
         norm.forward(tokens + positions.forward(self::positions(batch, length, &ids.device())))
     }
 
-    pub fn encode(&self, source: &Source) -> Encoded {
+    fn logits(&self, states: Tensor<3>) -> Tensor<3> {
+        let [batch, length, d] = states.dims();
+        let vocab = self.final_logits_bias.dims()[1];
+        let head = self.shared.weight.val().transpose(); // [d, vocab]
+        let logits = states.reshape([batch * length, d]).matmul(head) + self.final_logits_bias.val();
+        logits.reshape([batch, length, vocab])
+    }
+}
+
+impl EncoderDecoder for Seq2Seq {
+    fn encode(&self, source: &Source) -> Encoded {
         let e = &self.encoder;
         let mut x = self.embed(source.ids.clone(), &e.embed_positions, &e.layernorm_embedding);
         let mask = key_padding(&source.mask, source.mask.dims()[1]);
@@ -312,8 +334,7 @@ impl Seq2Seq {
         Encoded { states: x, mask: source.mask.clone() }
     }
 
-    /// Logits `[batch, length, vocab]` for decoder inputs `[batch, length]` (teacher forcing).
-    pub fn decode(&self, encoded: &Encoded, decoder_ids: Tensor<2, Int>) -> Tensor<3> {
+    fn decode(&self, encoded: &Encoded, decoder_ids: Tensor<2, Int>) -> Tensor<3> {
         let [batch, length] = decoder_ids.dims();
         let device = decoder_ids.device();
         let d = &self.decoder;
@@ -333,21 +354,26 @@ impl Seq2Seq {
         self.logits(x)
     }
 
-    fn logits(&self, states: Tensor<3>) -> Tensor<3> {
-        let [batch, length, d] = states.dims();
-        let vocab = self.final_logits_bias.dims()[1];
-        let head = self.shared.weight.val().transpose(); // [d, vocab]
-        let logits = states.reshape([batch * length, d]).matmul(head) + self.final_logits_bias.val();
-        logits.reshape([batch, length, vocab])
+    fn decoder_start(&self) -> u32 {
+        self.decoder_start
     }
+}
+
+/// What the training losses and key scores need of an encoder-decoder: the encoder, the
+/// teacher-forced decoder, and the start token. The student architectures implement it.
+pub trait EncoderDecoder {
+    fn encode(&self, source: &Source) -> Encoded;
+    /// Logits `[batch, length, vocab]` for decoder inputs `[batch, length]` (teacher forcing).
+    fn decode(&self, encoded: &Encoded, decoder_ids: Tensor<2, Int>) -> Tensor<3>;
+    fn decoder_start(&self) -> u32;
 
     /// Decoder inputs for `labels`: the start token, then the labels shifted right (positions
     /// without a target read as padding), as HF `shift_tokens_right`.
-    pub fn shift_right(&self, labels: &[Vec<i64>], pad: u32, device: &Device) -> Tensor<2, Int> {
+    fn shift_right(&self, labels: &[Vec<i64>], pad: u32, device: &Device) -> Tensor<2, Int> {
         let length = labels.iter().map(Vec::len).max().unwrap_or(0).max(1);
         let mut ids = Vec::with_capacity(labels.len() * length);
         for row in labels {
-            ids.push(i64::from(self.decoder_start));
+            ids.push(i64::from(self.decoder_start()));
             for i in 0..length - 1 {
                 let label = row.get(i).copied().unwrap_or(IGNORE_LABEL);
                 ids.push(if label == IGNORE_LABEL { i64::from(pad) } else { label });
@@ -358,7 +384,7 @@ impl Seq2Seq {
 
     /// Mean token cross-entropy of `labels` given `source` (labels equal to [`IGNORE_LABEL`]
     /// are skipped), with label smoothing `smoothing` as in PyTorch's `cross_entropy`.
-    pub fn generation_loss(&self, source: &Source, labels: &[Vec<i64>], pad: u32, smoothing: f64) -> Tensor<1> {
+    fn generation_loss(&self, source: &Source, labels: &[Vec<i64>], pad: u32, smoothing: f64) -> Tensor<1> {
         let device = source.ids.device();
         let decoder_ids = self.shift_right(labels, pad, &device);
         let logits = self.decode(&self.encode(source), decoder_ids);
@@ -367,7 +393,7 @@ impl Seq2Seq {
 
     /// Teacher-forced score of each key for one query: the sum of the log-probabilities of the
     /// key's tokens after the start token. All keys share one encoder pass; `[keys]`.
-    pub fn score_keys(&self, encoded: &Encoded, keys: &[Vec<u32>]) -> Tensor<1> {
+    fn score_keys(&self, encoded: &Encoded, keys: &[Vec<u32>]) -> Tensor<1> {
         let device = encoded.states.device();
         let count = keys.len();
         let length = keys.iter().map(Vec::len).max().unwrap_or(0).max(1);
@@ -394,7 +420,12 @@ impl Seq2Seq {
         DecoderCache {
             self_kv: vec![None; self.decoder.layers.len()],
             cross_kv: self.decoder.layers.iter().map(|l| l.encoder_attn.keys_values(encoded.states.clone())).collect(),
-            cross_mask: encoded.mask.clone().equal_elem(0).reshape([batch, 1, 1, source]).expand([batch, heads, 1, source]),
+            cross_mask: encoded
+                .mask
+                .clone()
+                .equal_elem(0)
+                .reshape([batch, 1, 1, source])
+                .expand([batch, heads, 1, source]),
             length: 0,
         }
     }

@@ -9,9 +9,10 @@ use burn::store::{BurnToPyTorchAdapter, ModuleSnapshot, PyTorchToBurnAdapter, Sa
 use crate::error::{ModelError, Result};
 
 /// HF BERT names that are not valid or not idiomatic Rust field names.
-const BERT_NAMES: [(&str, &str); 2] = [
+const BERT_NAMES: [(&str, &str); 3] = [
     (r"\.LayerNorm\.", ".layer_norm."),
     (r"\.attention\.self\.", ".attention.self_attn."),
+    (r"\.crossattention\.self\.", ".crossattention.self_attn."),
 ];
 
 /// What a load used and what it left out.
@@ -22,16 +23,42 @@ pub struct LoadReport {
     pub unused: Vec<String>,
 }
 
-/// Loads `path` into `module`. `remaps` (regex, replacement) run in order after the BERT name
-/// fixes, on the file's tensor names.
+/// Loads `path` into `module`; every tensor of the module must be in the file. `remaps`
+/// (regex, replacement) run in order after the BERT name fixes, on the file's tensor names.
 pub fn load_safetensors<M: ModuleSnapshot>(module: &mut M, path: &Path, remaps: &[(&str, &str)]) -> Result<LoadReport> {
+    load(module, path, remaps, |_| true)
+}
+
+/// Loads the part of `module` under `part` (a regex on our tensor paths) from `path`; tensors
+/// matching one of `fresh` keep their initial values, any other missing tensor of `part` is an
+/// error, and tensors outside `part` are left alone.
+pub fn load_safetensors_partial<M: ModuleSnapshot>(
+    module: &mut M,
+    path: &Path,
+    remaps: &[(&str, &str)],
+    part: &str,
+    fresh: &[&str],
+) -> Result<LoadReport> {
+    let regex = |p: &str| {
+        regex::Regex::new(p)
+            .map_err(|e| ModelError::Weights { path: path.to_path_buf(), message: format!("bad pattern {p:?}: {e}") })
+    };
+    let part = regex(part)?;
+    let fresh = fresh.iter().map(|p| regex(p)).collect::<Result<Vec<_>>>()?;
+    load(module, path, remaps, |missing| part.is_match(missing) && !fresh.iter().any(|f| f.is_match(missing)))
+}
+
+fn load<M: ModuleSnapshot>(
+    module: &mut M,
+    path: &Path,
+    remaps: &[(&str, &str)],
+    required: impl Fn(&str) -> bool,
+) -> Result<LoadReport> {
     if !path.is_file() {
         return Err(ModelError::Weights { path: path.to_path_buf(), message: "weights file not found".into() });
     }
-    let mut store = SafetensorsStore::from_file(path)
-        .with_from_adapter(PyTorchToBurnAdapter)
-        .allow_partial(true)
-        .validate(false);
+    let mut store =
+        SafetensorsStore::from_file(path).with_from_adapter(PyTorchToBurnAdapter).allow_partial(true).validate(false);
     for (from, to) in BERT_NAMES.iter().chain(remaps) {
         store = store.with_key_remapping(*from, *to);
     }
@@ -42,8 +69,9 @@ pub fn load_safetensors<M: ModuleSnapshot>(module: &mut M, path: &Path, remaps: 
         let errors: Vec<String> = result.errors.iter().map(ToString::to_string).collect();
         return Err(ModelError::Weights { path: path.to_path_buf(), message: errors.join("; ") });
     }
-    if !result.missing.is_empty() {
-        let missing: Vec<&str> = result.missing.iter().map(|(name, _)| name.as_str()).collect();
+    let missing: Vec<&str> =
+        result.missing.iter().map(|(name, _)| name.as_str()).filter(|name| required(name)).collect();
+    if !missing.is_empty() {
         return Err(ModelError::Weights {
             path: path.to_path_buf(),
             message: format!("missing tensors: {}", missing.join(", ")),
@@ -72,5 +100,9 @@ pub fn save_safetensors<M: ModuleSnapshot>(module: &M, path: &Path, remaps: &[(&
         let _ = std::fs::remove_file(&temp);
         return Err(e);
     }
-    std::fs::rename(&temp, path).map_err(|source| ModelError::Io { path: path.to_path_buf(), action: "cannot rename weights into place", source })
+    std::fs::rename(&temp, path).map_err(|source| ModelError::Io {
+        path: path.to_path_buf(),
+        action: "cannot rename weights into place",
+        source,
+    })
 }

@@ -1,41 +1,20 @@
 //! Parity with PyTorch on real weights and on a HF-saved tiny model (fixtures made by
 //! scripts/fixtures/make_model_fixtures.py), and clear errors on weights that do not fit.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
+use common::{floats, json, max_abs_diff, root, rows, unpadded, values};
 use dgr_model::bert::EncoderInput;
 use dgr_model::heads::{BiEncoder, CrossEncoder};
-use dgr_model::tokenizer::{batch, TextTokenizer};
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+use dgr_model::tokenizer::{TextTokenizer, batch};
 
 fn minilm_dir() -> PathBuf {
     let dir = root().join("assets/minilm");
     assert!(dir.join("model.safetensors").is_file(), "MiniLM weights missing: run scripts/fetch-assets.sh");
     dir
-}
-
-fn json(path: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-fn floats(value: &serde_json::Value) -> Vec<f32> {
-    match value {
-        serde_json::Value::Array(items) => items.iter().flat_map(floats).collect(),
-        v => vec![v.as_f64().unwrap() as f32],
-    }
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
-}
-
-fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.into_data().try_to_vec::<f32>().unwrap()
 }
 
 #[test]
@@ -56,7 +35,7 @@ fn minilm_sentence_embeddings_match_sentence_transformers() {
         assert_eq!(enc.ids, expected, "token ids equal the HF tokenizer's");
     }
     // One padded batch of all sentences: padding must not change any embedding.
-    let embeddings = to_vec(model.embed(&batch(&encoded, &device)));
+    let embeddings = values(model.embed(&batch(&encoded, &device)));
     let expected = floats(&fixture["embeddings"]);
     let diff = max_abs_diff(&embeddings, &expected);
     assert!(diff <= 1e-4, "max abs diff {diff}");
@@ -65,7 +44,8 @@ fn minilm_sentence_embeddings_match_sentence_transformers() {
 fn reference_input(reference: &serde_json::Value, device: &Device) -> EncoderInput {
     let ints = |key: &str| {
         let rows = reference[key].as_array().unwrap();
-        let values: Vec<i64> = rows.iter().flat_map(|r| r.as_array().unwrap().iter().map(|v| v.as_i64().unwrap())).collect();
+        let values: Vec<i64> =
+            rows.iter().flat_map(|r| r.as_array().unwrap().iter().map(|v| v.as_i64().unwrap())).collect();
         let shape = [rows.len(), values.len() / rows.len()];
         Tensor::<2, Int>::from_data(TensorData::new(values, shape), device)
     };
@@ -85,19 +65,15 @@ fn tiny_cross_encoder_matches_pytorch() {
     assert_eq!(report.applied, 41);
     let input = reference_input(&reference, &device);
 
-    let scores = to_vec(model.score(&input));
+    let scores = values(model.score(&input));
     let diff = max_abs_diff(&scores, &floats(&reference["scores"]));
     assert!(diff <= 1e-4, "scores differ by {diff}: {scores:?}");
 
     // Hidden states at real (unpadded) positions.
-    let states = to_vec(model.bert.forward(&input));
+    let states = values(model.bert.forward(&input));
     let expected = floats(&reference["last_hidden_state"]);
-    let mask = floats(&reference["attention_mask"]);
-    let hidden = states.len() / mask.len();
-    let pick = |v: &[f32]| -> Vec<f32> {
-        v.chunks(hidden).zip(&mask).filter(|(_, m)| **m > 0.0).flat_map(|(c, _)| c.to_vec()).collect()
-    };
-    let diff = max_abs_diff(&pick(&states), &pick(&expected));
+    let mask = rows(&reference["attention_mask"]);
+    let diff = max_abs_diff(&unpadded(&states, &mask), &unpadded(&expected, &mask));
     assert!(diff <= 1e-4, "hidden states differ by {diff}");
 }
 

@@ -2,40 +2,14 @@
 //! scripts/fixtures/make_model_fixtures.py): encoder states, logits, losses, gradients and
 //! teacher-forced key scores.
 
-use std::path::{Path, PathBuf};
+mod common;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use dgr_model::seq2seq::{Seq2Seq, Source};
+use common::*;
+use dgr_model::seq2seq::{EncoderDecoder, Seq2Seq, Source};
 
-fn fixture() -> (PathBuf, serde_json::Value) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/models/tiny-bart");
-    let reference = serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap()).unwrap();
-    (dir, reference)
-}
-
-fn floats(value: &serde_json::Value) -> Vec<f32> {
-    match value {
-        serde_json::Value::Array(items) => items.iter().flat_map(floats).collect(),
-        v => vec![v.as_f64().unwrap() as f32],
-    }
-}
-
-fn rows(value: &serde_json::Value) -> Vec<Vec<i64>> {
-    value.as_array().unwrap().iter().map(|r| r.as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect()).collect()
-}
-
-fn int_tensor(rows: &[Vec<i64>], device: &Device) -> Tensor<2, Int> {
-    let shape = [rows.len(), rows[0].len()];
-    Tensor::from_data(TensorData::new(rows.concat(), shape), device)
-}
-
-fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.into_data().try_to_vec::<f32>().unwrap()
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+fn fixture() -> (std::path::PathBuf, serde_json::Value) {
+    model_fixture("tiny-bart")
 }
 
 fn source(reference: &serde_json::Value, device: &Device) -> Source {
@@ -57,12 +31,11 @@ fn forward_pass_and_losses_match_transformers() {
 
     let source = source(&reference, &device);
     let encoded = model.encode(&source);
-    let mask: Vec<f32> = rows(&reference["attention_mask"]).concat().iter().map(|&m| m as f32).collect();
-    let real = |v: Vec<f32>| -> Vec<f32> {
-        let width = v.len() / mask.len();
-        v.chunks(width).zip(&mask).filter(|(_, m)| **m > 0.0).flat_map(|(c, _)| c.to_vec()).collect()
-    };
-    let diff = max_abs_diff(&real(values(encoded.states.clone())), &real(floats(&reference["encoder_last_hidden_state"])));
+    let mask = rows(&reference["attention_mask"]);
+    let diff = max_abs_diff(
+        &unpadded(&values(encoded.states.clone()), &mask),
+        &unpadded(&floats(&reference["encoder_last_hidden_state"]), &mask),
+    );
     assert!(diff <= 1e-4, "encoder states differ by {diff}");
 
     let labels = rows(&reference["labels"]);
@@ -72,7 +45,10 @@ fn forward_pass_and_losses_match_transformers() {
 
     let nll = values(model.generation_loss(&source, &labels, PAD, 0.0))[0];
     let smoothed = values(model.generation_loss(&source, &labels, PAD, 0.1))[0];
-    let expected = (reference["loss_nll"].as_f64().unwrap() as f32, reference["loss_label_smoothing_0.1"].as_f64().unwrap() as f32);
+    let expected = (
+        reference["loss_nll"].as_f64().unwrap() as f32,
+        reference["loss_label_smoothing_0.1"].as_f64().unwrap() as f32,
+    );
     assert!((nll - expected.0).abs() <= 1e-4, "nll {nll} vs {}", expected.0);
     assert!((smoothed - expected.1).abs() <= 1e-4, "smoothed {smoothed} vs {}", expected.1);
 }
@@ -90,13 +66,6 @@ fn key_scores_match_transformers() {
     assert!(diff <= 1e-4, "key scores {scores:?} differ by {diff}");
 }
 
-/// `‖ours − theirs‖ / ‖theirs‖`.
-fn relative_error(ours: &[f32], theirs: &[f32]) -> f32 {
-    let diff: f32 = ours.iter().zip(theirs).map(|(a, b)| (a - b) * (a - b)).sum::<f32>().sqrt();
-    let norm: f32 = theirs.iter().map(|b| b * b).sum::<f32>().sqrt();
-    diff / norm
-}
-
 #[test]
 fn gradients_match_transformers() {
     let device = Device::flex().autodiff();
@@ -108,7 +77,10 @@ fn gradients_match_transformers() {
     let expected = &reference["grads"];
     // Linear weights are stored [in, out] here and [out, in] in PyTorch.
     let checks: Vec<(&str, Vec<f32>)> = vec![
-        ("model.encoder.layers.0.fc1.weight", values(model.encoder.layers[0].fc1.weight.val().grad(&grads).unwrap().transpose())),
+        (
+            "model.encoder.layers.0.fc1.weight",
+            values(model.encoder.layers[0].fc1.weight.val().grad(&grads).unwrap().transpose()),
+        ),
         (
             "model.decoder.layers.1.encoder_attn.q_proj.weight",
             values(model.decoder.layers[1].encoder_attn.q_proj.weight.val().grad(&grads).unwrap().transpose()),
@@ -130,7 +102,8 @@ fn gradients_match_transformers() {
 fn unsupported_configs_are_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let (dir, _) = fixture();
-    let mut config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
     config["model_type"] = "t5".into();
     std::fs::write(tmp.path().join("config.json"), config.to_string()).unwrap();
     std::fs::copy(dir.join("model.safetensors"), tmp.path().join("model.safetensors")).unwrap();

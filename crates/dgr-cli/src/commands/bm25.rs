@@ -1,11 +1,11 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use dgr_bm25::{build_index, Bm25Index, IndexOptions};
+use dgr_bm25::{Bm25Index, IndexOptions, build_index};
+use dgr_core::Query;
 use dgr_core::arrow_file::read_records;
 use dgr_core::config::Config;
 use dgr_core::trec::write_run;
-use dgr_core::Query;
 use figment::Figment;
 use tracing::info;
 
@@ -73,9 +73,8 @@ pub fn run(config: &Config, command: &Command) -> anyhow::Result<()> {
         Command::Search { index_dir, queries, split, run, .. } => {
             let index_dir = index_dir.clone().unwrap_or_else(|| config.job.bm25_dir());
             let split = split.as_deref().unwrap_or("custom");
-            let queries = queries
-                .clone()
-                .unwrap_or_else(|| config.job.data_dir().join(format!("queries-{split}.arrow")));
+            let queries =
+                queries.clone().unwrap_or_else(|| config.job.data_dir().join(format!("queries-{split}.arrow")));
             let run = run.clone().unwrap_or_else(|| config.job.runs_dir().join(format!("bm25-{split}.trec")));
             search(config, &index_dir, &queries, &run)
         }

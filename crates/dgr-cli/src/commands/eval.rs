@@ -1,13 +1,13 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 use dgr_core::arrow_file::read_records;
 use dgr_core::atomic::write_atomic;
 use dgr_core::config::Config;
-use dgr_core::trec::{read_qrels, read_run, Run};
+use dgr_core::trec::{Run, read_qrels, read_run};
 use dgr_core::{Passage, Query};
-use dgr_eval::{evaluate_answers, evaluate_qrels, EvalReport};
+use dgr_eval::{EvalReport, evaluate_answers, evaluate_qrels};
 
 #[derive(clap::Args)]
 pub struct Args {

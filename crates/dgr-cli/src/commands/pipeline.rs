@@ -4,12 +4,12 @@ use std::io::Write as _;
 
 use anyhow::Context;
 use dgr_bm25::Bm25Index;
+use dgr_core::Query;
 use dgr_core::arrow_file::read_records;
 use dgr_core::atomic::write_atomic;
 use dgr_core::config::Config;
-use dgr_core::import::{sha256_file, DatasetManifest};
+use dgr_core::import::{DatasetManifest, sha256_file};
 use dgr_core::trec::read_qrels;
-use dgr_core::Query;
 use dgr_eval::evaluate_qrels;
 use tracing::info;
 
@@ -37,8 +37,8 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<()> {
     let corpus = data.join("corpus.arrow");
     let index_dir = config.job.bm25_dir();
     let (_, corpus_sha) = sha256_file(&corpus)?;
-    let index_current = !args.overwrite
-        && Bm25Index::open(&index_dir).is_ok_and(|i| i.manifest().corpus_sha256 == corpus_sha);
+    let index_current =
+        !args.overwrite && Bm25Index::open(&index_dir).is_ok_and(|i| i.manifest().corpus_sha256 == corpus_sha);
     if index_current {
         info!(dir = %index_dir.display(), "BM25 index is current: reusing it");
     } else {

@@ -112,7 +112,13 @@ fn read_qrels(dir: &Path, builder: &mut DatasetBuilder, progress: &dyn Progress)
                 continue;
             }
             if cols.len() != 3 {
-                let e = Error::input(&path, Position::Line(n), "line", "expected 3 tab-separated columns (query-id corpus-id score)", format!("found {}", cols.len()));
+                let e = Error::input(
+                    &path,
+                    Position::Line(n),
+                    "line",
+                    "expected 3 tab-separated columns (query-id corpus-id score)",
+                    format!("found {}", cols.len()),
+                );
                 builder.reject(e)?;
                 continue;
             }

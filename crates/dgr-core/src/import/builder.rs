@@ -12,7 +12,7 @@ use crate::arrow_file::RecordWriter;
 use crate::atomic::StagingDir;
 use crate::error::{Error, Position, Result};
 use crate::records::{Passage, Query};
-use crate::trec::{check_id, write_qrels, Qrels};
+use crate::trec::{Qrels, check_id, write_qrels};
 
 /// What an import produced and what it left out.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -46,17 +46,9 @@ pub(super) struct DatasetBuilder {
 }
 
 impl DatasetBuilder {
-    pub fn create(
-        output: &Path,
-        format: DatasetFormat,
-        input: &Path,
-        options: &ImportOptions,
-    ) -> Result<Self> {
+    pub fn create(output: &Path, format: DatasetFormat, input: &Path, options: &ImportOptions) -> Result<Self> {
         let staging = StagingDir::create(output, options.overwrite)?;
-        let corpus = RecordWriter::create(
-            &staging.path().join("corpus.arrow"),
-            &[("dgr.source", format.name())],
-        )?;
+        let corpus = RecordWriter::create(&staging.path().join("corpus.arrow"), &[("dgr.source", format.name())])?;
         Ok(DatasetBuilder {
             staging,
             format,

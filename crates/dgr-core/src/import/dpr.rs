@@ -12,8 +12,8 @@ use std::cell::RefCell;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use serde::de::{DeserializeSeed, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize as _;
+use serde::de::{DeserializeSeed, Deserializer, SeqAccess, Visitor};
 
 use super::builder::DatasetBuilder;
 use super::open_input;
@@ -70,11 +70,7 @@ fn query_files(dir: &Path) -> Result<(SplitFiles, SplitFiles)> {
 }
 
 fn tsv_reader<R: std::io::Read>(reader: R) -> csv::Reader<R> {
-    csv::ReaderBuilder::new()
-        .delimiter(b'\t')
-        .has_headers(false)
-        .flexible(true)
-        .from_reader(reader)
+    csv::ReaderBuilder::new().delimiter(b'\t').has_headers(false).flexible(true).from_reader(reader)
 }
 
 fn import_passages(path: &Path, builder: &mut DatasetBuilder, progress: &dyn Progress) -> Result<()> {
@@ -86,7 +82,13 @@ fn import_passages(path: &Path, builder: &mut DatasetBuilder, progress: &dyn Pro
             continue; // header
         }
         if record.len() != 3 {
-            let e = Error::input(path, Position::Line(n), "line", "expected 3 columns (id text title)", format!("found {}", record.len()));
+            let e = Error::input(
+                path,
+                Position::Line(n),
+                "line",
+                "expected 3 columns (id text title)",
+                format!("found {}", record.len()),
+            );
             builder.reject(e)?;
             continue;
         }
@@ -108,14 +110,26 @@ fn import_qa(path: &Path, split: &str, builder: &mut DatasetBuilder, progress: &
         let record = record.map_err(|e| csv_error(path, e))?;
         let n = record.position().map_or(0, |p| p.line());
         if record.len() != 2 {
-            let e = Error::input(path, Position::Line(n), "line", "expected 2 columns (question answers)", format!("found {}", record.len()));
+            let e = Error::input(
+                path,
+                Position::Line(n),
+                "line",
+                "expected 2 columns (question answers)",
+                format!("found {}", record.len()),
+            );
             builder.reject(e)?;
             continue;
         }
         let answers = match parse_python_str_list(&record[1]) {
             Ok(answers) => answers,
             Err(detail) => {
-                builder.reject(Error::input(path, Position::Line(n), "answers", "not a Python list of strings", detail))?;
+                builder.reject(Error::input(
+                    path,
+                    Position::Line(n),
+                    "answers",
+                    "not a Python list of strings",
+                    detail,
+                ))?;
                 continue;
             }
         };
@@ -158,17 +172,13 @@ fn import_biencoder(path: &Path, split: &str, builder: &mut DatasetBuilder, prog
     let reader = open_input(path, "biencoder json", progress)?;
     let failure = RefCell::new(None);
     let mut de = serde_json::Deserializer::from_reader(reader);
-    let streamed = EntrySeed {
-        path,
-        split,
-        builder,
-        failure: &failure,
-    }
-    .deserialize(&mut de);
+    let streamed = EntrySeed { path, split, builder, failure: &failure }.deserialize(&mut de);
     if let Some(err) = failure.into_inner() {
         return Err(err);
     }
-    streamed.map_err(|e| Error::input(path, Position::Line(e.line() as u64), "json", "malformed biencoder JSON", e.to_string()))?;
+    streamed.map_err(|e| {
+        Error::input(path, Position::Line(e.line() as u64), "json", "malformed biencoder JSON", e.to_string())
+    })?;
     progress.finish();
     Ok(())
 }
@@ -219,7 +229,9 @@ fn add_entry(builder: &mut DatasetBuilder, path: &Path, split: &str, index: u64,
     for ctx in entry.positive_ctxs {
         match ctx.passage_id {
             Some(pid) => builder.add_qrel(split, &id, &pid, 1, path, position.clone())?,
-            None => builder.reject(Error::input(path, position.clone(), "positive_ctxs.passage_id", "is missing", ""))?,
+            None => {
+                builder.reject(Error::input(path, position.clone(), "positive_ctxs.passage_id", "is missing", ""))?
+            }
         }
     }
     Ok(())

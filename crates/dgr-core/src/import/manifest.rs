@@ -48,14 +48,7 @@ pub struct ManifestFile {
 impl ManifestFile {
     pub(super) fn describe(dir: &Path, name: &str, kind: &str, rows: u64) -> Result<Self> {
         let (bytes, sha256) = sha256_file(&dir.join(name))?;
-        Ok(ManifestFile {
-            path: name.to_string(),
-            kind: kind.to_string(),
-            split: None,
-            rows,
-            bytes,
-            sha256,
-        })
+        Ok(ManifestFile { path: name.to_string(), kind: kind.to_string(), split: None, rows, bytes, sha256 })
     }
 
     pub(super) fn with_split(mut self, split: &str) -> Self {
@@ -65,12 +58,7 @@ impl ManifestFile {
 }
 
 impl DatasetManifest {
-    pub(super) fn new(
-        source: DatasetFormat,
-        input: &str,
-        files: Vec<ManifestFile>,
-        summary: ImportSummary,
-    ) -> Self {
+    pub(super) fn new(source: DatasetFormat, input: &str, files: Vec<ManifestFile>, summary: ImportSummary) -> Self {
         DatasetManifest {
             format: MANIFEST_FORMAT.to_string(),
             schema_version: MANIFEST_VERSION,
@@ -97,11 +85,10 @@ impl DatasetManifest {
     /// recorded size (full checksums are checked by [`DatasetManifest::verify_checksums`]).
     pub fn load(dir: &Path) -> Result<Self> {
         let path = dir.join(MANIFEST_FILE);
-        let text = std::fs::read_to_string(&path).map_err(|e| {
-            Error::io(&path, "cannot read dataset manifest (is this a prepared dataset directory?)", e)
-        })?;
-        let manifest: DatasetManifest = serde_json::from_str(&text)
-            .map_err(|e| Error::format(&path, format!("invalid dataset manifest: {e}")))?;
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| Error::io(&path, "cannot read dataset manifest (is this a prepared dataset directory?)", e))?;
+        let manifest: DatasetManifest =
+            serde_json::from_str(&text).map_err(|e| Error::format(&path, format!("invalid dataset manifest: {e}")))?;
         if manifest.format != MANIFEST_FORMAT || manifest.schema_version != MANIFEST_VERSION {
             return Err(Error::format(
                 &path,
@@ -132,7 +119,10 @@ impl DatasetManifest {
             let file_path = dir.join(&file.path);
             let (_, sha256) = sha256_file(&file_path)?;
             if sha256 != file.sha256 {
-                return Err(Error::format(&file_path, "checksum differs from dataset.json: the file changed or is damaged"));
+                return Err(Error::format(
+                    &file_path,
+                    "checksum differs from dataset.json: the file changed or is damaged",
+                ));
             }
         }
         Ok(())
@@ -145,11 +135,7 @@ impl DatasetManifest {
 
     /// Splits that have queries, in name order.
     pub fn splits(&self) -> Vec<&str> {
-        self.files
-            .iter()
-            .filter(|f| f.kind == "queries")
-            .filter_map(|f| f.split.as_deref())
-            .collect()
+        self.files.iter().filter(|f| f.kind == "queries").filter_map(|f| f.split.as_deref()).collect()
     }
 }
 

@@ -22,7 +22,7 @@ use std::path::Path;
 use std::str::FromStr;
 
 pub use builder::ImportSummary;
-pub use manifest::{sha256_file, DatasetManifest, ManifestFile, MANIFEST_FILE};
+pub use manifest::{DatasetManifest, MANIFEST_FILE, ManifestFile, sha256_file};
 
 use crate::error::{Error, Result};
 use crate::progress::Progress;
@@ -42,12 +42,8 @@ pub enum DatasetFormat {
 }
 
 impl DatasetFormat {
-    pub const ALL: [DatasetFormat; 4] = [
-        DatasetFormat::Beir,
-        DatasetFormat::Msmarco,
-        DatasetFormat::Dpr,
-        DatasetFormat::WikiVital,
-    ];
+    pub const ALL: [DatasetFormat; 4] =
+        [DatasetFormat::Beir, DatasetFormat::Msmarco, DatasetFormat::Dpr, DatasetFormat::WikiVital];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -136,10 +132,7 @@ fn open_input<'p>(
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, "cannot open", e))?;
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
     progress.begin(label, size);
-    Ok(std::io::BufReader::with_capacity(
-        1 << 20,
-        crate::progress::CountingReader::new(file, progress),
-    ))
+    Ok(std::io::BufReader::with_capacity(1 << 20, crate::progress::CountingReader::new(file, progress)))
 }
 
 /// Split name of files named `<prefix><split><suffix>`, e.g. `queries.dev.tsv`.
@@ -175,6 +168,6 @@ fn numbered_lines<'a, R: std::io::BufRead + 'a>(
             }
             (i as u64 + 1, l)
         })
-            .map_err(|e| Error::io(path, "cannot read", e))
+        .map_err(|e| Error::io(path, "cannot read", e))
     })
 }

@@ -76,6 +76,12 @@ pub(super) fn import(dir: &Path, builder: &mut DatasetBuilder, progress: &dyn Pr
 /// Splits `id<TAB>text` at the first tab.
 fn two_columns<'a>(path: &Path, n: u64, line: &'a str, id: &str, text: &str) -> Result<(&'a str, &'a str)> {
     line.split_once('\t').ok_or_else(|| {
-        Error::input(path, Position::Line(n), text, "missing (expected two tab-separated columns)", format!("{id} only"))
+        Error::input(
+            path,
+            Position::Line(n),
+            text,
+            "missing (expected two tab-separated columns)",
+            format!("{id} only"),
+        )
     })
 }

@@ -13,7 +13,7 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 
 use super::builder::DatasetBuilder;
-use super::{open_input, SplitPercent};
+use super::{SplitPercent, open_input};
 use crate::error::{Error, Position, Result};
 use crate::progress::Progress;
 use crate::records::{Passage, Query};
@@ -27,9 +27,8 @@ struct Entry {
 
 pub(super) fn import(input: &Path, builder: &mut DatasetBuilder, progress: &dyn Progress) -> Result<()> {
     let reader = open_input(input, "wiki-vital", progress)?;
-    let entries: BTreeMap<String, Entry> = serde_json::from_reader(reader).map_err(|e| {
-        Error::input(input, Position::Line(e.line() as u64), "json", "malformed JSON", e.to_string())
-    })?;
+    let entries: BTreeMap<String, Entry> = serde_json::from_reader(reader)
+        .map_err(|e| Error::input(input, Position::Line(e.line() as u64), "json", "malformed JSON", e.to_string()))?;
     progress.finish();
 
     let mut description_uses: HashMap<&str, u32> = HashMap::new();

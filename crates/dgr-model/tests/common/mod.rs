@@ -1,0 +1,66 @@
+//! Helpers shared by the model tests: fixture reading and tensor comparison.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+pub fn model_fixture(name: &str) -> (PathBuf, serde_json::Value) {
+    let dir = root().join("tests/fixtures/models").join(name);
+    let reference = json(&dir.join("reference.json"));
+    (dir, reference)
+}
+
+pub fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// All numbers of a nested JSON array, flattened.
+pub fn floats(value: &serde_json::Value) -> Vec<f32> {
+    match value {
+        serde_json::Value::Array(items) => items.iter().flat_map(floats).collect(),
+        v => vec![v.as_f64().unwrap() as f32],
+    }
+}
+
+pub fn rows(value: &serde_json::Value) -> Vec<Vec<i64>> {
+    value
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect())
+        .collect()
+}
+
+pub fn int_tensor(rows: &[Vec<i64>], device: &Device) -> Tensor<2, Int> {
+    let shape = [rows.len(), rows[0].len()];
+    Tensor::from_data(TensorData::new(rows.concat(), shape), device)
+}
+
+pub fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data().try_to_vec::<f32>().unwrap()
+}
+
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+/// `‖ours − theirs‖ / ‖theirs‖`.
+pub fn relative_error(ours: &[f32], theirs: &[f32]) -> f32 {
+    assert_eq!(ours.len(), theirs.len());
+    let diff: f32 = ours.iter().zip(theirs).map(|(a, b)| (a - b) * (a - b)).sum::<f32>().sqrt();
+    let norm: f32 = theirs.iter().map(|b| b * b).sum::<f32>().sqrt();
+    diff / norm
+}
+
+/// Rows of `values` (`width` numbers each) where `mask` is non-zero: the real, unpadded positions.
+pub fn unpadded(values: &[f32], mask: &[Vec<i64>]) -> Vec<f32> {
+    let flat: Vec<i64> = mask.concat();
+    let width = values.len() / flat.len();
+    values.chunks(width).zip(&flat).filter(|(_, m)| **m != 0).flat_map(|(c, _)| c.to_vec()).collect()
+}
