@@ -18,7 +18,7 @@ use burn::optim::{AdamWConfig, GradientsParams};
 use burn::tensor::{Device, Distribution, Int, Tensor};
 use dgr_model::bert::EncoderInput;
 use dgr_model::heads::BiEncoder;
-use dgr_model::seq2seq::{Seq2SeqConfig, Source};
+use dgr_model::seq2seq::{EncoderDecoder, Seq2SeqConfig, Source};
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
