@@ -64,13 +64,7 @@ const BERT_LIKE: [&str; 1] = ["bert"];
 
 impl BertConfig {
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io {
-            path: path.to_path_buf(),
-            action: "cannot read model config",
-            source,
-        })?;
-        let config: BertConfig = serde_json::from_str(&text)
-            .map_err(|e| ModelError::Config { path: path.to_path_buf(), message: format!("not a BERT config: {e}") })?;
+        let config: BertConfig = crate::error::read_json_config(path, "BERT")?;
         config.validate().map_err(|message| ModelError::Config { path: path.to_path_buf(), message })?;
         Ok(config)
     }

@@ -79,15 +79,7 @@ pub struct Transform {
 
 impl Bert2BertConfig {
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io {
-            path: path.to_path_buf(),
-            action: "cannot read model config",
-            source,
-        })?;
-        let config: Bert2BertConfig = serde_json::from_str(&text).map_err(|e| ModelError::Config {
-            path: path.to_path_buf(),
-            message: format!("not an encoder-decoder BERT config: {e}"),
-        })?;
+        let config: Bert2BertConfig = crate::error::read_json_config(path, "encoder-decoder BERT")?;
         for part in [&config.encoder, &config.decoder] {
             part.validate().map_err(|message| ModelError::Config { path: path.to_path_buf(), message })?;
         }

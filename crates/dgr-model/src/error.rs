@@ -25,3 +25,14 @@ pub enum ModelError {
     #[error("cannot tokenize {text:?}: {message}")]
     Encode { text: String, message: String },
 }
+
+/// Reads a model's `config.json` as `T`; `what` names the expected kind in the error.
+pub(crate) fn read_json_config<T: serde::de::DeserializeOwned>(path: &std::path::Path, what: &str) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io {
+        path: path.to_path_buf(),
+        action: "cannot read model config",
+        source,
+    })?;
+    serde_json::from_str(&text)
+        .map_err(|e| ModelError::Config { path: path.to_path_buf(), message: format!("not a {what} config: {e}") })
+}

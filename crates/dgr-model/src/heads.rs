@@ -84,12 +84,6 @@ impl CrossEncoder {
 
 /// `num_labels` of a classification config: the length of `id2label`, else 2 (HF's default).
 fn num_labels(config_path: &Path) -> Result<usize> {
-    let text = std::fs::read_to_string(config_path).map_err(|source| crate::ModelError::Io {
-        path: config_path.to_path_buf(),
-        action: "cannot read model config",
-        source,
-    })?;
-    let value: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| crate::ModelError::Config { path: config_path.to_path_buf(), message: e.to_string() })?;
+    let value: serde_json::Value = crate::error::read_json_config(config_path, "classification")?;
     Ok(value["id2label"].as_object().map_or(2, |labels| labels.len().max(1)))
 }

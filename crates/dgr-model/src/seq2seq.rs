@@ -59,13 +59,7 @@ fn bart_init_std() -> f64 {
 
 impl Seq2SeqConfig {
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io {
-            path: path.to_path_buf(),
-            action: "cannot read model config",
-            source,
-        })?;
-        let config: Seq2SeqConfig = serde_json::from_str(&text)
-            .map_err(|e| ModelError::Config { path: path.to_path_buf(), message: format!("not a BART config: {e}") })?;
+        let config: Seq2SeqConfig = crate::error::read_json_config(path, "BART")?;
         config.validate().map_err(|message| ModelError::Config { path: path.to_path_buf(), message })?;
         Ok(config)
     }

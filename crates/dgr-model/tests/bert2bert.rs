@@ -10,13 +10,6 @@ use dgr_model::bert2bert::Bert2Bert;
 use dgr_model::heads::BiEncoder;
 use dgr_model::seq2seq::{EncoderDecoder, Source};
 
-fn source(reference: &serde_json::Value, device: &Device) -> Source {
-    Source {
-        ids: int_tensor(&rows(&reference["input_ids"]), device),
-        mask: int_tensor(&rows(&reference["attention_mask"]), device),
-    }
-}
-
 #[test]
 fn forward_pass_losses_and_key_scores_match_transformers() {
     let device = Device::flex();

@@ -12,13 +12,6 @@ fn fixture() -> (std::path::PathBuf, serde_json::Value) {
     model_fixture("tiny-bart")
 }
 
-fn source(reference: &serde_json::Value, device: &Device) -> Source {
-    Source {
-        ids: int_tensor(&rows(&reference["input_ids"]), device),
-        mask: int_tensor(&rows(&reference["attention_mask"]), device),
-    }
-}
-
 const PAD: u32 = 1;
 
 #[test]

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
+use dgr_model::seq2seq::Source;
 
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -63,4 +64,12 @@ pub fn unpadded(values: &[f32], mask: &[Vec<i64>]) -> Vec<f32> {
     let flat: Vec<i64> = mask.concat();
     let width = values.len() / flat.len();
     values.chunks(width).zip(&flat).filter(|(_, m)| **m != 0).flat_map(|(c, _)| c.to_vec()).collect()
+}
+
+/// The source batch of a seq2seq fixture.
+pub fn source(reference: &serde_json::Value, device: &Device) -> Source {
+    Source {
+        ids: int_tensor(&rows(&reference["input_ids"]), device),
+        mask: int_tensor(&rows(&reference["attention_mask"]), device),
+    }
 }
