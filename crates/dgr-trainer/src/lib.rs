@@ -1,0 +1,7 @@
+//! dgr-trainer: what the student is trained on, and (coming) how.
+//!
+//! - [`pairs`]: stage-1 training pairs of the MINDER-style generative retriever (method §1):
+//!   for each (query, relevant passage), identifier targets in three views (title, body span,
+//!   pseudo-query) behind view prompts, plus unsupervised pairs built from the corpus itself.
+
+pub mod pairs;

@@ -1,0 +1,137 @@
+//! Stage-1 pairs on the real wiki-vital fixture subset.
+
+use std::path::Path;
+
+use dgr_core::arrow_file::read_records;
+use dgr_core::import::{DatasetFormat, ImportOptions, import};
+use dgr_core::progress::NoProgress;
+use dgr_core::trec::read_qrels;
+use dgr_core::{Passage, Query};
+use dgr_trainer::pairs::{PairConfig, TrainingPair, View, build_pairs, supervised_pairs, unsupervised_pairs};
+use rand::SeedableRng;
+
+struct Data {
+    corpus: Vec<Passage>,
+    queries: Vec<Query>,
+    relevant: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+fn wiki_train() -> Data {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/wiki-vital/summaries_subset.json");
+    let data = tmp.path().join("data");
+    import(DatasetFormat::WikiVital, &input, &data, &ImportOptions::default(), &NoProgress).unwrap();
+    let qrels = read_qrels(&data.join("qrels-train.tsv")).unwrap();
+    let relevant = qrels
+        .judgments
+        .iter()
+        .map(|(q, docs)| (q.clone(), docs.iter().filter(|(_, r)| **r > 0).map(|(d, _)| d.clone()).collect()))
+        .collect();
+    Data {
+        corpus: read_records(&data.join("corpus.arrow")).unwrap(),
+        queries: read_records(&data.join("queries-train.arrow")).unwrap(),
+        relevant,
+    }
+}
+
+fn pairs(data: &Data, config: &PairConfig) -> Vec<TrainingPair> {
+    let judged = data.queries.iter().map(|q| (q, data.relevant[&q.id].iter().map(String::as_str).collect()));
+    let (pairs, unknown) = build_pairs(&data.corpus, judged, config);
+    assert!(unknown.is_empty());
+    pairs
+}
+
+#[test]
+fn every_positive_gets_its_views_and_every_passage_its_unsupervised_pairs() {
+    let data = wiki_train();
+    let config = PairConfig::default();
+    let all = pairs(&data, &config);
+    // 31 train queries x (3 titles + 10 spans), no pseudo-queries in wiki-vital;
+    // plus 40 passages x 10 title -> span pairs.
+    assert_eq!(data.queries.len(), 31);
+    assert_eq!(all.len(), 31 * 13 + 40 * 10);
+    let count = |view| all.iter().filter(|p| p.view == view).count();
+    assert_eq!(count(View::Title), 31 * 3);
+    assert_eq!(count(View::Body), 31 * 10 + 40 * 10);
+    assert_eq!(count(View::PseudoQuery), 0);
+
+    for pair in &all {
+        assert!(pair.source.ends_with(pair.view.prompt()), "{pair:?}");
+        match pair.view {
+            View::Title => {
+                let title = pair.target.strip_suffix(" @@").expect("title targets end with @@");
+                assert!(data.corpus.iter().any(|p| p.title == title), "{pair:?}");
+            }
+            View::Body => {
+                assert_eq!(pair.target.split_whitespace().count(), 10, "{pair:?}");
+                assert!(
+                    data.corpus.iter().any(|p| p
+                        .text
+                        .split_whitespace()
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                        .contains(&pair.target))
+                );
+            }
+            View::PseudoQuery => unreachable!(),
+        }
+    }
+    assert_eq!(all, pairs(&data, &config), "the same seed gives the same pairs");
+    assert_ne!(all, pairs(&data, &PairConfig { seed: 7, ..config }), "another seed other spans");
+}
+
+fn overlap(span: &str, context: &str) -> usize {
+    let norm = |w: &str| w.trim_matches(|c: char| !c.is_alphanumeric()).to_lowercase();
+    let context: std::collections::HashSet<String> = context.split_whitespace().map(norm).collect();
+    span.split_whitespace().filter(|w| context.contains(&norm(w))).count()
+}
+
+#[test]
+fn body_spans_prefer_words_of_the_source() {
+    let data = wiki_train();
+    let passage = data.corpus.iter().max_by_key(|p| p.text.split_whitespace().count()).unwrap();
+    let query = &passage.title;
+    let config = PairConfig { spans: 400, titles: 0, ..PairConfig::default() };
+    let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+    let sampled = supervised_pairs(query, passage, &config, &mut rng);
+    let sampled_mean = sampled.iter().map(|p| overlap(&p.target, query)).sum::<usize>() as f64 / sampled.len() as f64;
+    let words: Vec<&str> = passage.text.split_whitespace().collect();
+    let windows: Vec<String> = words.windows(10).map(|w| w.join(" ")).collect();
+    let uniform_mean = windows.iter().map(|w| overlap(w, query)).sum::<usize>() as f64 / windows.len() as f64;
+    assert!(
+        sampled_mean > uniform_mean * 1.5 && sampled_mean > 0.0,
+        "sampled {sampled_mean} vs uniform {uniform_mean}"
+    );
+
+    let uniform = PairConfig { overlap_bonus: 0.0, ..config };
+    let flat = supervised_pairs(query, passage, &uniform, &mut rng);
+    let flat_mean = flat.iter().map(|p| overlap(&p.target, query)).sum::<usize>() as f64 / flat.len() as f64;
+    assert!(flat_mean < sampled_mean, "no bonus, no preference: {flat_mean} vs {sampled_mean}");
+}
+
+#[test]
+fn pseudo_queries_give_their_own_views() {
+    let passage = Passage {
+        id: "p1".into(),
+        title: "Lighthouse".into(),
+        text: "A lighthouse is a tower designed to emit light to serve as a beacon for ships".into(),
+        pseudo_queries: vec!["what is a lighthouse".into(), "tower that guides ships".into()],
+    };
+    let config = PairConfig::default();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+    let supervised = supervised_pairs("beacon tower for ships", &passage, &config, &mut rng);
+    let pq: Vec<_> = supervised.iter().filter(|p| p.view == View::PseudoQuery).collect();
+    assert_eq!(pq.len(), 5);
+    assert!(pq.iter().all(|p| passage.pseudo_queries.contains(&p.target)));
+    assert!(pq.iter().all(|p| p.source == "beacon tower for ships || query || +"));
+
+    let unsupervised = unsupervised_pairs(&passage, &config, &mut rng);
+    let to_title: Vec<_> = unsupervised.iter().filter(|p| p.view == View::Title).collect();
+    assert_eq!(to_title.len(), 2);
+    assert!(to_title.iter().all(|p| p.target == "Lighthouse @@"));
+    assert_eq!(to_title[0].source, "what is a lighthouse || title || +");
+
+    let unknown_query = Query { id: "q".into(), text: "x".into(), answers: vec![] };
+    let (_, unknown) = build_pairs(std::slice::from_ref(&passage), [(&unknown_query, vec!["nope"])], &config);
+    assert_eq!(unknown, vec!["nope".to_string()]);
+}
