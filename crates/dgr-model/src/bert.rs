@@ -9,13 +9,13 @@ use burn::tensor::activation::gelu;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Device, Int, Tensor};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{ModelError, Result};
 
 /// The fields of a HF BERT `config.json` this encoder uses. Unknown `model_type`s and
 /// activations other than exact GELU are refused.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 pub struct BertConfig {
     #[serde(default = "bert_model_type")]
     pub model_type: String,

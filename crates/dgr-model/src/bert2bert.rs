@@ -16,7 +16,7 @@ use crate::bert::{
 };
 use crate::error::{ModelError, Result};
 use crate::seq2seq::{Encoded, EncoderDecoder, Source};
-use crate::weights::{LoadReport, load_safetensors, load_safetensors_partial};
+use crate::weights::{LoadReport, load_safetensors, load_safetensors_partial, save_model_dir};
 
 /// HF `EncoderDecoderModel` `config.json`: the two BERT configs and the special tokens.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -154,6 +154,28 @@ impl Bert2Bert {
             &fresh,
         )?;
         Ok((model, config))
+    }
+
+    /// Writes `dir/config.json` and `dir/model.safetensors` under HF names, loadable by
+    /// [`Bert2Bert::load`] and by `EncoderDecoderModel.from_pretrained`.
+    pub fn save(&self, dir: &Path, config: &Bert2BertConfig) -> Result<()> {
+        let part = |c: &BertConfig| {
+            serde_json::to_value(c)
+                .map_err(|e| ModelError::Config { path: dir.join("config.json"), message: e.to_string() })
+        };
+        let mut decoder = part(&config.decoder)?;
+        decoder["is_decoder"] = true.into();
+        decoder["add_cross_attention"] = true.into();
+        let json = serde_json::json!({
+            "model_type": "encoder-decoder",
+            "architectures": ["EncoderDecoderModel"],
+            "is_encoder_decoder": true,
+            "encoder": part(&config.encoder)?,
+            "decoder": decoder,
+            "decoder_start_token_id": config.decoder_start_token_id,
+            "pad_token_id": config.pad_token_id,
+        });
+        save_model_dir(self, dir, &json, &[(r"\.self_attn\.", ".self."), (r"\.layer_norm\.", ".LayerNorm.")])
     }
 
     fn decoder_layers(&self, x: Tensor<3>, encoded: &Encoded, causal: Tensor<4, Bool>) -> Tensor<3> {

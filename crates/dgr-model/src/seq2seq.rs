@@ -15,7 +15,7 @@ use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ModelError, Result};
-use crate::weights::{LoadReport, load_safetensors, save_safetensors};
+use crate::weights::{LoadReport, load_safetensors, save_model_dir};
 
 /// BART learned positions start at index 2 (HF `BartLearnedPositionalEmbedding`).
 const POSITION_OFFSET: usize = 2;
@@ -280,23 +280,11 @@ impl Seq2Seq {
     /// Writes `dir/config.json` and `dir/model.safetensors` with HF BART names, loadable by
     /// [`Seq2Seq::load`] and by `BartForConditionalGeneration.from_pretrained`.
     pub fn save(&self, dir: &Path, config: &Seq2SeqConfig) -> Result<()> {
-        std::fs::create_dir_all(dir).map_err(|source| ModelError::Io {
-            path: dir.to_path_buf(),
-            action: "cannot create model directory",
-            source,
-        })?;
         let mut json = serde_json::to_value(config)
             .map_err(|e| ModelError::Config { path: dir.join("config.json"), message: e.to_string() })?;
         json["architectures"] = serde_json::json!(["BartForConditionalGeneration"]);
         json["tie_word_embeddings"] = true.into();
-        let text = serde_json::to_string_pretty(&json)
-            .map_err(|e| ModelError::Config { path: dir.join("config.json"), message: e.to_string() })?;
-        std::fs::write(dir.join("config.json"), text).map_err(|source| ModelError::Io {
-            path: dir.join("config.json"),
-            action: "cannot write",
-            source,
-        })?;
-        save_safetensors(self, &dir.join("model.safetensors"), &[(r"^(shared|encoder|decoder)\.", "model.$1.")])
+        save_model_dir(self, dir, &json, &[(r"^(shared|encoder|decoder)\.", "model.$1.")])
     }
 
     fn embed(&self, ids: Tensor<2, Int>, positions: &Embedding, norm: &LayerNorm) -> Tensor<3> {

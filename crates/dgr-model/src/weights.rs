@@ -106,3 +106,26 @@ pub fn save_safetensors<M: ModuleSnapshot>(module: &M, path: &Path, remaps: &[(&
         source,
     })
 }
+
+/// Writes a HF-style model directory: `config.json` (written whole, then renamed) and
+/// `model.safetensors` via [`save_safetensors`].
+pub fn save_model_dir<M: ModuleSnapshot>(
+    module: &M,
+    dir: &Path,
+    config: &serde_json::Value,
+    remaps: &[(&str, &str)],
+) -> Result<()> {
+    let config_path = dir.join("config.json");
+    std::fs::create_dir_all(dir).map_err(|source| ModelError::Io {
+        path: dir.to_path_buf(),
+        action: "cannot create model directory",
+        source,
+    })?;
+    let text = serde_json::to_string_pretty(config)
+        .map_err(|e| ModelError::Config { path: config_path.clone(), message: e.to_string() })?;
+    let temp = dir.join(".config.json.partial");
+    std::fs::write(&temp, text)
+        .and_then(|_| std::fs::rename(&temp, &config_path))
+        .map_err(|source| ModelError::Io { path: config_path.clone(), action: "cannot write", source })?;
+    save_safetensors(module, &dir.join("model.safetensors"), remaps)
+}

@@ -118,3 +118,20 @@ fn warm_start_from_minilm_copies_both_stacks_and_trains() {
     assert!(losses.iter().all(|l| l.is_finite()));
     assert!(losses[4] < losses[0] * 0.8, "loss should fall: {losses:?}");
 }
+
+#[test]
+fn saved_weights_load_back_to_the_same_model() {
+    let device = Device::flex();
+    let (dir, reference) = model_fixture("tiny-bert2bert");
+    let (model, config, _) = Bert2Bert::load(&dir, &device).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    model.save(tmp.path(), &config).unwrap();
+    let (again, config_again, report) = Bert2Bert::load(tmp.path(), &device).unwrap();
+    assert_eq!(config_again, config);
+    assert_eq!(report.applied, 99);
+    let source = source(&reference, &device);
+    let labels = rows(&reference["labels"]);
+    let logits =
+        |m: &Bert2Bert| values(m.decode(&m.encode(&source), m.shift_right(&labels, config.pad_token_id, &device)));
+    assert_eq!(logits(&model), logits(&again));
+}
