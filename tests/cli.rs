@@ -193,3 +193,35 @@ fn json_logs_are_one_object_per_line() {
         assert!(value["level"].is_string() && value["fields"].is_object(), "{line}");
     }
 }
+
+#[test]
+fn train_gen_trains_the_student_on_the_prepared_train_split() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let minilm = fixtures().join("../../assets/minilm");
+    assert!(minilm.join("model.safetensors").is_file(), "MiniLM weights missing: run scripts/fetch-assets.sh");
+    let input = fixtures().join("wiki-vital/summaries_subset.json");
+    let config = format!(
+        "[job]\ndir = \"job\"\n[prepare]\ninput = {:?}\n[train_gen]\ninit = {:?}\ntokenizer = {:?}\nsteps = 3\nbatch_size = 2\n\
+         save_every = 0\npairs = {{ titles = 1, spans = 1, pseudo_queries = 0, span_words = 10, unsupervised = false }}\n",
+        s(&input),
+        s(&minilm),
+        s(&minilm.join("tokenizer.json")),
+    );
+    std::fs::write(t.join("job.toml"), config).unwrap();
+
+    let stderr = fails(t, &["--config", "job.toml", "train-gen"]);
+    assert!(stderr.contains("run `dgr prepare` first"), "{stderr}");
+
+    ok(t, &["--config", "job.toml", "prepare"]);
+    let (_, stderr) = ok(t, &["--config", "job.toml", "train-gen"]);
+    assert!(stderr.contains("built stage-1 training pairs"), "{stderr}");
+    let log = std::fs::read_to_string(t.join("job/stage1/train_log.jsonl")).unwrap();
+    assert_eq!(log.lines().count(), 3);
+    for line in log.lines() {
+        let step: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(step["loss"].as_f64().unwrap().is_finite() && step["learning_rate"].as_f64().unwrap() > 0.0);
+    }
+    assert!(t.join("job/stage1/weights/final/model.safetensors").is_file());
+    assert!(t.join("job/stage1/weights/final/config.json").is_file());
+}

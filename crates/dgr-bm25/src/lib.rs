@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use dgr_core::arrow_file::RecordReader;
 use dgr_core::atomic::{StagingDir, write_atomic};
 use dgr_core::import::sha256_file;
-use dgr_core::progress::Progress;
+use dgr_core::progress::{Progress, Unit};
 use dgr_core::trec::{Run, ScoredDoc};
 use dgr_core::{Passage, Query};
 use tantivy::collector::TopDocs;
@@ -114,7 +114,7 @@ pub fn build_index(
         .writer_with_num_threads::<TantivyDocument>(threads, memory)
         .map_err(tantivy_err(index_dir, "cannot start index writer"))?;
 
-    progress.begin("bm25 index", reader.num_batches() as u64);
+    progress.begin("bm25 index", reader.num_batches() as u64, Unit::Items);
     let mut documents = 0u64;
     let mut body = String::new();
     while let Some(batch) = reader.next_batch()? {
@@ -232,7 +232,7 @@ impl Bm25Index {
     pub fn search_all(&self, queries: &[Query], k: usize, threads: usize, progress: &dyn Progress) -> Result<Run> {
         let threads = thread_count(threads).min(queries.len().max(1));
         let chunk = queries.len().div_ceil(threads).max(1);
-        progress.begin("bm25 search", queries.len() as u64);
+        progress.begin("bm25 search", queries.len() as u64, Unit::Items);
         type Rankings = Vec<(String, Vec<ScoredDoc>)>;
         let results: Vec<Result<Rankings>> = std::thread::scope(|scope| {
             let handles: Vec<_> = queries

@@ -2,7 +2,7 @@
 
 use std::sync::Mutex;
 
-use dgr_core::progress::Progress;
+use dgr_core::progress::{Progress, Unit};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Inputs smaller than this finish too fast to need a bar.
@@ -25,8 +25,8 @@ impl Bar {
 }
 
 impl Progress for Bar {
-    fn begin(&self, label: &str, total: u64) {
-        let is_bytes = !label.starts_with("bm25");
+    fn begin(&self, label: &str, total: u64, unit: Unit) {
+        let is_bytes = unit == Unit::Bytes;
         let bar = if is_bytes && total < MIN_BYTES_FOR_BAR {
             ProgressBar::hidden()
         } else {

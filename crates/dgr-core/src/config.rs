@@ -26,6 +26,7 @@ pub struct Config {
     pub prepare: PrepareConfig,
     pub bm25: Bm25Config,
     pub eval: EvalConfig,
+    pub train_gen: TrainGenConfig,
 }
 
 /// Where a job keeps its artefacts.
@@ -68,6 +69,42 @@ pub struct EvalConfig {
     pub recall_at: Vec<usize>,
 }
 
+/// Stage 1 (`dgr train-gen`): the BERT2BERT student warm-started from a pretrained BERT,
+/// trained on multiview identifier pairs of the train split.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainGenConfig {
+    /// HF BERT directory (config.json, model.safetensors) both stacks start from.
+    pub init: PathBuf,
+    /// `tokenizer.json` of that model.
+    pub tokenizer: PathBuf,
+    pub steps: usize,
+    pub batch_size: usize,
+    pub learning_rate: f64,
+    pub warmup_steps: usize,
+    pub weight_decay: f64,
+    pub label_smoothing: f64,
+    /// Per-parameter gradient norm clip (0 = off).
+    pub clip_norm: f32,
+    /// Save weights every this many steps (0 = only at the end).
+    pub save_every: usize,
+    pub max_source_tokens: usize,
+    pub max_target_tokens: usize,
+    pub seed: u64,
+    pub pairs: PairsConfig,
+}
+
+/// How many training pairs of each view (method §1).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PairsConfig {
+    pub titles: usize,
+    pub spans: usize,
+    pub pseudo_queries: usize,
+    pub span_words: usize,
+    pub unsupervised: bool,
+}
+
 impl JobConfig {
     pub fn data_dir(&self) -> PathBuf {
         self.dir.join("data")
@@ -77,6 +114,9 @@ impl JobConfig {
     }
     pub fn runs_dir(&self) -> PathBuf {
         self.dir.join("runs")
+    }
+    pub fn stage1_dir(&self) -> PathBuf {
+        self.dir.join("stage1")
     }
 }
 
@@ -105,6 +145,12 @@ impl Config {
         }
         if self.bm25.top_k == 0 {
             return Err(Error::Config("bm25.top_k must be at least 1".into()));
+        }
+        let t = &self.train_gen;
+        if t.steps == 0 || t.batch_size == 0 || t.max_source_tokens < 3 || t.max_target_tokens < 3 {
+            return Err(Error::Config(
+                "train_gen.steps and batch_size must be at least 1, max_*_tokens at least 3".into(),
+            ));
         }
         if self.eval.recall_at.contains(&0) {
             return Err(Error::Config("eval.recall_at cutoffs must be at least 1".into()));

@@ -3,10 +3,18 @@
 
 use std::io::Read;
 
+/// What a phase counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    /// Bytes of input read.
+    Bytes,
+    /// Records, batches or steps.
+    Items,
+}
+
 pub trait Progress: Sync {
-    /// A new phase starts; `total` is its size in the unit `advance` counts (bytes of input for
-    /// importers, records elsewhere), 0 where unknown.
-    fn begin(&self, _label: &str, _total: u64) {}
+    /// A new phase starts; `total` is its size in `unit`s, 0 where unknown.
+    fn begin(&self, _label: &str, _total: u64, _unit: Unit) {}
     fn advance(&self, _amount: u64) {}
     fn finish(&self) {}
 }

@@ -36,6 +36,11 @@ impl TextTokenizer {
         Ok(TextTokenizer { inner, max_length })
     }
 
+    /// The id of a token of the vocabulary (e.g. `[CLS]`).
+    pub fn token_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
     pub fn max_length(&self) -> usize {
         self.max_length
     }

@@ -4,6 +4,7 @@ mod bm25;
 mod eval;
 mod pipeline;
 mod prepare;
+mod train_gen;
 
 use std::path::Path;
 
@@ -22,6 +23,9 @@ pub enum Command {
     Bm25(bm25::Command),
     /// Evaluate a TREC run: Recall@k, MRR@10, nDCG@10 against qrels, and/or answer-hit R@k.
     Eval(eval::Args),
+    /// Stage 1: train the BERT2BERT student (warm-started from MiniLM) to generate the
+    /// identifiers of relevant passages; writes <job.dir>/stage1/.
+    TrainGen(train_gen::Args),
     /// Run the whole pipeline of the configured job (today: prepare, BM25, eval).
     Run(pipeline::Args),
 }
@@ -31,6 +35,7 @@ pub fn run(command: Command, config_file: Option<&Path>) -> anyhow::Result<()> {
         Command::Prepare(args) => prepare::run(&load_config(config_file, args.overrides())?, &args),
         Command::Bm25(cmd) => bm25::run(&load_config(config_file, cmd.overrides())?, &cmd),
         Command::Eval(args) => eval::run(&load_config(config_file, Figment::new())?, &args),
+        Command::TrainGen(args) => train_gen::run(&load_config(config_file, args.overrides())?),
         Command::Run(args) => pipeline::run(&load_config(config_file, Figment::new())?, &args),
     }
 }

@@ -131,7 +131,7 @@ fn open_input<'p>(
 ) -> Result<std::io::BufReader<crate::progress::CountingReader<'p, std::fs::File>>> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, "cannot open", e))?;
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-    progress.begin(label, size);
+    progress.begin(label, size, crate::progress::Unit::Bytes);
     Ok(std::io::BufReader::with_capacity(1 << 20, crate::progress::CountingReader::new(file, progress)))
 }
 
