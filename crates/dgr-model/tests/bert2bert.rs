@@ -18,33 +18,8 @@ fn forward_pass_losses_and_key_scores_match_transformers() {
     // 101 tensors in the file; the encoder's pooler is not part of a seq2seq model.
     assert_eq!(report.applied, 99);
     assert_eq!(report.unused.len(), 2, "{:?}", report.unused);
-    let pad = config.pad_token_id;
-
-    let source = source(&reference, &device);
-    let encoded = model.encode(&source);
-    let mask = rows(&reference["attention_mask"]);
-    let diff = max_abs_diff(
-        &unpadded(&values(encoded.states.clone()), &mask),
-        &unpadded(&floats(&reference["encoder_last_hidden_state"]), &mask),
-    );
-    assert!(diff <= 1e-4, "encoder states differ by {diff}");
-
-    let labels = rows(&reference["labels"]);
-    let logits = values(model.decode(&encoded, model.shift_right(&labels, pad, &device)));
-    let diff = max_abs_diff(&logits, &floats(&reference["logits"]));
-    assert!(diff <= 1e-4, "logits differ by {diff}");
-
-    for (smoothing, key) in [(0.0, "loss_nll"), (0.1, "loss_label_smoothing_0.1")] {
-        let ours = values(model.generation_loss(&source, &labels, pad, smoothing))[0];
-        let theirs = reference[key].as_f64().unwrap() as f32;
-        assert!((ours - theirs).abs() <= 1e-4, "{key}: {ours} vs {theirs}");
-    }
-
-    let first = Source { ids: source.ids.clone().slice([0..1, 0..5]), mask: source.mask.clone().slice([0..1, 0..5]) };
-    let keys: Vec<Vec<u32>> = rows(&reference["keys"]).iter().map(|k| k.iter().map(|&t| t as u32).collect()).collect();
-    let scores = values(model.score_keys(&model.encode(&first), &keys));
-    let diff = max_abs_diff(&scores, &floats(&reference["key_scores"]));
-    assert!(diff <= 1e-4, "key scores {scores:?} differ by {diff}");
+    assert_forward_matches(&model, &reference, config.pad_token_id, &device);
+    assert_key_scores_match(&model, &reference, &device);
 }
 
 #[test]

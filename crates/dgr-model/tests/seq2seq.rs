@@ -6,7 +6,7 @@ mod common;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use common::*;
-use dgr_model::seq2seq::{EncoderDecoder, Seq2Seq, Source};
+use dgr_model::seq2seq::{EncoderDecoder, Seq2Seq};
 
 fn fixture() -> (std::path::PathBuf, serde_json::Value) {
     model_fixture("tiny-bart")
@@ -22,28 +22,7 @@ fn forward_pass_and_losses_match_transformers() {
     assert_eq!(report.applied, 92, "every tensor of the file is used: {:?}", report.unused);
     assert_eq!(config.pad_token_id, PAD);
 
-    let source = source(&reference, &device);
-    let encoded = model.encode(&source);
-    let mask = rows(&reference["attention_mask"]);
-    let diff = max_abs_diff(
-        &unpadded(&values(encoded.states.clone()), &mask),
-        &unpadded(&floats(&reference["encoder_last_hidden_state"]), &mask),
-    );
-    assert!(diff <= 1e-4, "encoder states differ by {diff}");
-
-    let labels = rows(&reference["labels"]);
-    let logits = model.decode(&encoded, model.shift_right(&labels, PAD, &device));
-    let diff = max_abs_diff(&values(logits), &floats(&reference["logits"]));
-    assert!(diff <= 1e-4, "logits differ by {diff}");
-
-    let nll = values(model.generation_loss(&source, &labels, PAD, 0.0))[0];
-    let smoothed = values(model.generation_loss(&source, &labels, PAD, 0.1))[0];
-    let expected = (
-        reference["loss_nll"].as_f64().unwrap() as f32,
-        reference["loss_label_smoothing_0.1"].as_f64().unwrap() as f32,
-    );
-    assert!((nll - expected.0).abs() <= 1e-4, "nll {nll} vs {}", expected.0);
-    assert!((smoothed - expected.1).abs() <= 1e-4, "smoothed {smoothed} vs {}", expected.1);
+    assert_forward_matches(&model, &reference, PAD, &device);
 }
 
 #[test]
@@ -51,12 +30,7 @@ fn key_scores_match_transformers() {
     let device = Device::flex();
     let (dir, reference) = fixture();
     let (model, _, _) = Seq2Seq::load(&dir, &device).unwrap();
-    let full = source(&reference, &device);
-    let first = Source { ids: full.ids.slice([0..1, 0..6]), mask: full.mask.slice([0..1, 0..6]) };
-    let keys: Vec<Vec<u32>> = rows(&reference["keys"]).iter().map(|k| k.iter().map(|&t| t as u32).collect()).collect();
-    let scores = values(model.score_keys(&model.encode(&first), &keys));
-    let diff = max_abs_diff(&scores, &floats(&reference["key_scores"]));
-    assert!(diff <= 1e-4, "key scores {scores:?} differ by {diff}");
+    assert_key_scores_match(&model, &reference, &device);
 }
 
 #[test]

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use dgr_model::seq2seq::Source;
+use dgr_model::seq2seq::{EncoderDecoder, Source};
 
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -72,4 +72,40 @@ pub fn source(reference: &serde_json::Value, device: &Device) -> Source {
         ids: int_tensor(&rows(&reference["input_ids"]), device),
         mask: int_tensor(&rows(&reference["attention_mask"]), device),
     }
+}
+
+/// Checks a student against a seq2seq fixture's reference (made by
+/// scripts/fixtures/make_model_fixtures.py): encoder states at real positions, teacher-forced
+/// logits, and the NLL and label-smoothed losses, each within 1e-4.
+pub fn assert_forward_matches(model: &impl EncoderDecoder, reference: &serde_json::Value, pad: u32, device: &Device) {
+    let source = source(reference, device);
+    let encoded = model.encode(&source);
+    let mask = rows(&reference["attention_mask"]);
+    let diff = max_abs_diff(
+        &unpadded(&values(encoded.states.clone()), &mask),
+        &unpadded(&floats(&reference["encoder_last_hidden_state"]), &mask),
+    );
+    assert!(diff <= 1e-4, "encoder states differ by {diff}");
+
+    let labels = rows(&reference["labels"]);
+    let logits = values(model.decode(&encoded, model.shift_right(&labels, pad, device)));
+    let diff = max_abs_diff(&logits, &floats(&reference["logits"]));
+    assert!(diff <= 1e-4, "logits differ by {diff}");
+
+    for (smoothing, key) in [(0.0, "loss_nll"), (0.1, "loss_label_smoothing_0.1")] {
+        let ours = values(model.generation_loss(&source, &labels, pad, smoothing))[0];
+        let theirs = reference[key].as_f64().unwrap() as f32;
+        assert!((ours - theirs).abs() <= 1e-4, "{key}: {ours} vs {theirs}");
+    }
+}
+
+/// Checks the teacher-forced scores of the fixture's keys for its first query, within 1e-4.
+pub fn assert_key_scores_match(model: &impl EncoderDecoder, reference: &serde_json::Value, device: &Device) {
+    let full = source(reference, device);
+    let width = full.ids.dims()[1];
+    let first = Source { ids: full.ids.slice([0..1, 0..width]), mask: full.mask.slice([0..1, 0..width]) };
+    let keys: Vec<Vec<u32>> = rows(&reference["keys"]).iter().map(|k| k.iter().map(|&t| t as u32).collect()).collect();
+    let scores = values(model.score_keys(&model.encode(&first), &keys));
+    let diff = max_abs_diff(&scores, &floats(&reference["key_scores"]));
+    assert!(diff <= 1e-4, "key scores {scores:?} differ by {diff}");
 }
