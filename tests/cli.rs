@@ -224,4 +224,23 @@ fn train_gen_trains_the_student_on_the_prepared_train_split() {
     }
     assert!(t.join("job/stage1/weights/final/model.safetensors").is_file());
     assert!(t.join("job/stage1/weights/final/config.json").is_file());
+
+    // Over-long pairs: cut with a warning by default, refused under `overlong = "error"`, and
+    // limits beyond the position table are refused before any work.
+    let with = |extra: &str| {
+        let edited = std::fs::read_to_string(t.join("job.toml")).unwrap().replace("steps = 3\n", extra);
+        std::fs::write(t.join("edited.toml"), edited).unwrap();
+    };
+    with("steps = 1\nmax_source_tokens = 6\n");
+    let (_, stderr) = ok(t, &["--config", "edited.toml", "train-gen"]);
+    assert!(
+        stderr.contains("training pairs truncated to the token limits") && stderr.contains("source_limit=6"),
+        "{stderr}"
+    );
+    with("steps = 1\nmax_source_tokens = 6\noverlong = \"error\"\n");
+    let stderr = fails(t, &["--config", "edited.toml", "train-gen"]);
+    assert!(stderr.contains("longer than 6 tokens"), "{stderr}");
+    with("steps = 1\nmax_source_tokens = 4096\n");
+    let stderr = fails(t, &["--config", "edited.toml", "train-gen"]);
+    assert!(stderr.contains("exceed the model's 512 positions"), "{stderr}");
 }

@@ -84,14 +84,24 @@ pub struct TrainGenConfig {
     pub warmup_steps: usize,
     pub weight_decay: f64,
     pub label_smoothing: f64,
-    /// Per-parameter gradient norm clip (0 = off).
+    /// Clip of the global gradient norm, over all parameters (0 = off).
     pub clip_norm: f32,
     /// Save weights every this many steps (0 = only at the end).
     pub save_every: usize,
     pub max_source_tokens: usize,
     pub max_target_tokens: usize,
+    /// Sources or targets longer than their limit: `truncate` (warn and cut) or `error`.
+    pub overlong: Overlong,
     pub seed: u64,
     pub pairs: PairsConfig,
+}
+
+/// What to do with a sequence longer than its token limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Overlong {
+    Truncate,
+    Error,
 }
 
 /// How many training pairs of each view (method §1).

@@ -98,7 +98,7 @@ fn bench_train_step(size: &str, repeats: usize) {
     let mut last_loss = 0.0;
     for i in 0..=repeats {
         let start = Instant::now();
-        let loss = model.generation_loss(&source, &labels, 1, 0.1);
+        let loss = model.generation_loss(&source, &labels, 1, 0.1).loss;
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         model = optim.step(3e-5, model, grads);
         last_loss = loss.into_scalar::<f32>();

@@ -1,5 +1,6 @@
 //! BERT-family encoder (post-LN transformer with word, position and token-type embeddings),
-//! shaped like HF `BertModel` so that its safetensors load by name.
+//! shaped like HF `BertModel` so that its safetensors load by name. ELECTRA discriminators are
+//! the same encoder, with embeddings of their own width projected to the hidden size.
 
 use std::path::Path;
 
@@ -33,6 +34,10 @@ pub struct BertConfig {
     pub hidden_act: String,
     #[serde(default = "absolute")]
     pub position_embedding_type: String,
+    /// Width of the embeddings (ELECTRA); when it differs from `hidden_size`, a linear
+    /// `embeddings_project` maps them to the hidden size. Absent: `hidden_size`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedding_size: Option<usize>,
     /// Standard deviation of fresh weights (a model built from scratch, or the parts a warm
     /// start adds).
     #[serde(default = "bert_init_std")]
@@ -60,7 +65,7 @@ fn absolute() -> String {
 }
 
 /// Model types whose checkpoints load into this architecture by name.
-const BERT_LIKE: [&str; 1] = ["bert"];
+const BERT_LIKE: [&str; 2] = ["bert", "electra"];
 
 impl BertConfig {
     pub fn from_file(path: &Path) -> Result<Self> {
@@ -95,10 +100,17 @@ impl BertConfig {
         Ok(())
     }
 
+    /// Width of the embedding tables.
+    pub fn embedding_width(&self) -> usize {
+        self.embedding_size.unwrap_or(self.hidden_size)
+    }
+
     /// An encoder with fresh weights.
     pub fn init(&self, device: &Device) -> BertModel {
+        let width = self.embedding_width();
         BertModel {
             embeddings: self.init_embeddings(device),
+            embeddings_project: (width != self.hidden_size).then(|| self.init_linear(width, self.hidden_size, device)),
             encoder: BertEncoder {
                 layer: (0..self.num_hidden_layers)
                     .map(|_| BertLayer {
@@ -112,12 +124,13 @@ impl BertConfig {
     }
 
     pub(crate) fn init_embeddings(&self, device: &Device) -> BertEmbeddings {
-        let embedding = |n| crate::init::embedding(n, self.hidden_size, self.initializer_range, device);
+        let width = self.embedding_width();
+        let embedding = |n| crate::init::embedding(n, width, self.initializer_range, device);
         BertEmbeddings {
             word_embeddings: embedding(self.vocab_size),
             position_embeddings: embedding(self.max_position_embeddings),
             token_type_embeddings: embedding(self.type_vocab_size),
-            layer_norm: self.init_norm(device),
+            layer_norm: LayerNormConfig::new(width).with_epsilon(self.layer_norm_eps).init(device),
         }
     }
 
@@ -154,6 +167,8 @@ impl BertConfig {
 #[derive(Module, Debug)]
 pub struct BertModel {
     pub embeddings: BertEmbeddings,
+    /// ELECTRA's projection of narrower embeddings to the hidden size.
+    pub embeddings_project: Option<Linear>,
     pub encoder: BertEncoder,
 }
 
@@ -237,6 +252,9 @@ impl BertModel {
     pub fn forward(&self, input: &EncoderInput) -> Tensor<3> {
         let length = input.input_ids.dims()[1];
         let mut x = self.embeddings.forward(input.input_ids.clone(), input.token_type_ids.clone());
+        if let Some(project) = &self.embeddings_project {
+            x = project.forward(x);
+        }
         let heads = self.encoder.layer.first().map_or(1, |l| l.attention.self_attn.heads);
         let mask = padding_mask(&input.attention_mask, heads, length);
         for layer in &self.encoder.layer {

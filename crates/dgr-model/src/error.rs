@@ -24,6 +24,9 @@ pub enum ModelError {
     Device(String),
     #[error("cannot tokenize {text:?}: {message}")]
     Encode { text: String, message: String },
+    /// A sequence over the length limit under the `error` policy (`text`: its first 80 characters).
+    #[error("sequence longer than {max_length} tokens: {text:?} (raise the limit, or set the policy to truncate)")]
+    TooLong { text: String, max_length: usize },
 }
 
 /// Reads a model's `config.json` as `T`; `what` names the expected kind in the error.

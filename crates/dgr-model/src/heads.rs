@@ -1,10 +1,12 @@
-//! Teachers on a BERT encoder: the bi-encoder (mean pooling + L2 norm, cosine score) and the
-//! cross-encoder (`[CLS] q [SEP] passage [SEP]`, pooler + linear head, score = first logit).
+//! Teachers on a BERT-family encoder: the bi-encoder (mean pooling + L2 norm, cosine score) and
+//! the cross-encoder (`[CLS] q [SEP] passage [SEP]`, score = first logit of a head on `[CLS]`:
+//! BERT's tanh pooler + linear, or ELECTRA's dense + GELU + linear).
 
 use std::path::Path;
 
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
+use burn::tensor::activation::gelu;
 use burn::tensor::{Device, Tensor};
 
 use crate::bert::{BertConfig, BertModel, EncoderInput};
@@ -17,13 +19,20 @@ pub struct BiEncoder {
     pub bert: BertModel,
 }
 
-/// A pair scorer: HF `BertForSequenceClassification` with one label.
+/// A pair scorer: HF `BertForSequenceClassification` or `ElectraForSequenceClassification`.
+/// Both heads are `classifier(activation(pooler([CLS])))`; BERT's activation is tanh, ELECTRA's
+/// GELU (its `classifier.dense` / `classifier.out_proj` load as `pooler` / `classifier`).
 #[derive(Module, Debug)]
 pub struct CrossEncoder {
     pub bert: BertModel,
     pub pooler: Linear,
     pub classifier: Linear,
+    /// ELECTRA's head: GELU instead of tanh after `pooler`.
+    pub gelu_head: bool,
 }
+
+/// Our names for HF BERT / ELECTRA encoder tensors, with or without the model prefix.
+const ENCODER_PREFIXES: [(&str, &str); 2] = [(r"^(bert|electra)\.", ""), (r"^", "bert.")];
 
 /// `config.json` and `model.safetensors` of a HF model directory.
 fn model_files(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
@@ -31,12 +40,13 @@ fn model_files(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
 }
 
 impl BiEncoder {
-    /// Loads a HF BERT (`BertModel` keys, with or without the `bert.` prefix; a pooler is ignored).
+    /// Loads a HF BERT or ELECTRA discriminator (encoder keys with or without the `bert.` /
+    /// `electra.` prefix; poolers and pre-training heads are reported unused).
     pub fn load(dir: &Path, device: &Device) -> Result<(Self, BertConfig, LoadReport)> {
         let (config_path, weights) = model_files(dir);
         let config = BertConfig::from_file(&config_path)?;
         let mut model = BiEncoder { bert: config.init(device) };
-        let report = load_safetensors(&mut model, &weights, &[(r"^bert\.", ""), (r"^", "bert.")])?;
+        let report = load_safetensors(&mut model, &weights, &ENCODER_PREFIXES)?;
         Ok((model, config, report))
     }
 
@@ -54,20 +64,30 @@ impl BiEncoder {
 }
 
 impl CrossEncoder {
-    /// Loads a HF `BertForSequenceClassification` with `num_labels` >= 1 (the first logit is
-    /// the score).
+    /// Loads a HF `BertForSequenceClassification` or `ElectraForSequenceClassification` with
+    /// `num_labels` >= 1 (the first logit is the score).
     pub fn load(dir: &Path, device: &Device) -> Result<(Self, BertConfig, LoadReport)> {
         let (config_path, weights) = model_files(dir);
         let config = BertConfig::from_file(&config_path)?;
         let labels = num_labels(&config_path)?;
         let h = config.hidden_size;
+        let electra = config.model_type == "electra";
         let mut model = CrossEncoder {
             bert: config.init(device),
             pooler: LinearConfig::new(h, h).init(device),
             classifier: LinearConfig::new(h, labels).init(device),
+            gelu_head: electra,
         };
-        let remaps = [(r"^bert\.pooler\.dense\.", "pooler."), (r"^(embeddings|encoder)\.", "bert.$1.")];
-        let report = load_safetensors(&mut model, &weights, &remaps)?;
+        let remaps: &[(&str, &str)] = if electra {
+            &[
+                (r"^classifier\.dense\.", "pooler."),
+                (r"^classifier\.out_proj\.", "classifier."),
+                (r"^electra\.", "bert."),
+            ]
+        } else {
+            &[(r"^bert\.pooler\.dense\.", "pooler."), (r"^(embeddings|encoder)\.", "bert.$1.")]
+        };
+        let report = load_safetensors(&mut model, &weights, remaps)?;
         Ok((model, config, report))
     }
 
@@ -76,7 +96,8 @@ impl CrossEncoder {
         let states = self.bert.forward(input);
         let [batch, _, hidden] = states.dims();
         let cls = states.slice([0..batch, 0..1, 0..hidden]).reshape([batch, hidden]);
-        let pooled = self.pooler.forward(cls).tanh();
+        let pooled = self.pooler.forward(cls);
+        let pooled = if self.gelu_head { gelu(pooled) } else { pooled.tanh() };
         let logits = self.classifier.forward(pooled);
         logits.slice([0..batch, 0..1]).reshape([batch])
     }

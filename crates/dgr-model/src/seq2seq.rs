@@ -366,7 +366,7 @@ pub trait EncoderDecoder {
 
     /// Mean token cross-entropy of `labels` given `source` (labels equal to [`IGNORE_LABEL`]
     /// are skipped), with label smoothing `smoothing` as in PyTorch's `cross_entropy`.
-    fn generation_loss(&self, source: &Source, labels: &[Vec<i64>], pad: u32, smoothing: f64) -> Tensor<1> {
+    fn generation_loss(&self, source: &Source, labels: &[Vec<i64>], pad: u32, smoothing: f64) -> GenerationLoss {
         let device = source.ids.device();
         let decoder_ids = self.shift_right(labels, pad, &device);
         let logits = self.decode(&self.encode(source), decoder_ids);
@@ -462,15 +462,34 @@ fn targets(labels: &[Vec<i64>], length: usize, device: &Device) -> (Tensor<2, In
     (Tensor::from_data(TensorData::new(ids, shape), device), Tensor::from_data(TensorData::new(valid, shape), device))
 }
 
-/// Mean over real targets of `(1 - s) * NLL + s * mean_v(-log p_v)`.
-pub fn token_cross_entropy(logits: Tensor<3>, labels: &[Vec<i64>], smoothing: f64) -> Tensor<1> {
+/// The training loss of a batch and two detached measures of how well the targets are known.
+#[derive(Debug, Clone)]
+pub struct GenerationLoss {
+    /// Mean over real targets of `(1 - s) * NLL + s * mean_v(-log p_v)`; what training minimises.
+    pub loss: Tensor<1>,
+    /// Mean token negative log-likelihood, without smoothing (detached).
+    pub nll: Tensor<1>,
+    /// Fraction of real targets that are the arg-max of their logits (detached): 1.0 means the
+    /// batch's targets are reproduced exactly by greedy teacher-forced decoding.
+    pub accuracy: Tensor<1>,
+}
+
+/// Label-smoothed token cross-entropy as PyTorch's `cross_entropy(label_smoothing = s)`, plus
+/// the unsmoothed NLL and the arg-max accuracy of the same targets.
+pub fn token_cross_entropy(logits: Tensor<3>, labels: &[Vec<i64>], smoothing: f64) -> GenerationLoss {
     let [batch, length, vocab] = logits.dims();
     let device = logits.device();
     let log_probs = log_softmax(logits, 2);
     let (targets, valid) = targets(labels, length, &device);
-    let nll = -log_probs.clone().gather(2, targets.reshape([batch, length, 1])).reshape([batch, length]);
+    let predicted = log_probs.clone().detach().argmax(2).reshape([batch, length]);
+    let nll = -log_probs.clone().gather(2, targets.clone().reshape([batch, length, 1])).reshape([batch, length]);
     let uniform = -log_probs.sum_dim(2).reshape([batch, length]) / vocab as f64;
-    let per_token = nll * (1.0 - smoothing) + uniform * smoothing;
+    let per_token = nll.clone() * (1.0 - smoothing) + uniform * smoothing;
     let count = valid.clone().sum().clamp_min(1.0);
-    (per_token * valid).sum() / count
+    let correct = predicted.equal(targets).float() * valid.clone();
+    GenerationLoss {
+        loss: (per_token * valid.clone()).sum() / count.clone(),
+        nll: (nll.detach() * valid).sum() / count.clone().detach(),
+        accuracy: correct.sum() / count.detach(),
+    }
 }

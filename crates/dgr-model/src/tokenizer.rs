@@ -1,5 +1,6 @@
 //! HF `tokenizer.json` tokenizers with padding switched off (MiniLM's file fixes padding at 128)
-//! and truncation to the model's position table, batching into padded [`EncoderInput`]s.
+//! and a length limit (the model's position table) that truncates or refuses, batching into
+//! padded [`EncoderInput`]s.
 
 use std::path::Path;
 
@@ -12,6 +13,18 @@ use crate::error::{ModelError, Result};
 pub struct TextTokenizer {
     inner: Tokenizer,
     max_length: usize,
+    overlong: Overlong,
+}
+
+/// What to do with a sequence longer than the limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Overlong {
+    /// Cut it to the limit (keeping the closing special token) and flag it `truncated`.
+    #[default]
+    Truncate,
+    /// Refuse it with [`ModelError::TooLong`].
+    Error,
 }
 
 /// Token ids of one sequence (or pair) before batching.
@@ -33,7 +46,13 @@ impl TextTokenizer {
         inner
             .with_truncation(Some(TruncationParams { max_length, ..TruncationParams::default() }))
             .map_err(|e| err(e.to_string()))?;
-        Ok(TextTokenizer { inner, max_length })
+        Ok(TextTokenizer { inner, max_length, overlong: Overlong::Truncate })
+    }
+
+    /// The same tokenizer with `overlong` as its policy for sequences over the limit.
+    pub fn with_overlong(mut self, overlong: Overlong) -> Self {
+        self.overlong = overlong;
+        self
     }
 
     /// The id of a token of the vocabulary (e.g. `[CLS]`).
@@ -57,11 +76,12 @@ impl TextTokenizer {
 
     fn finish(&self, text: &str, encoding: tokenizers::Result<tokenizers::Encoding>) -> Result<Encoded> {
         let encoding = encoding.map_err(|e| ModelError::Encode { text: text.to_string(), message: e.to_string() })?;
-        Ok(Encoded {
-            ids: encoding.get_ids().to_vec(),
-            type_ids: encoding.get_type_ids().to_vec(),
-            truncated: !encoding.get_overflowing().is_empty(),
-        })
+        let truncated = !encoding.get_overflowing().is_empty();
+        if truncated && self.overlong == Overlong::Error {
+            let preview: String = text.chars().take(80).collect();
+            return Err(ModelError::TooLong { text: preview, max_length: self.max_length });
+        }
+        Ok(Encoded { ids: encoding.get_ids().to_vec(), type_ids: encoding.get_type_ids().to_vec(), truncated })
     }
 }
 

@@ -28,7 +28,7 @@ fn gradients_match_transformers() {
     let (dir, reference) = model_fixture("tiny-bert2bert");
     let (model, config, _) = Bert2Bert::load(&dir, &device).unwrap();
     let loss =
-        model.generation_loss(&source(&reference, &device), &rows(&reference["labels"]), config.pad_token_id, 0.1);
+        model.generation_loss(&source(&reference, &device), &rows(&reference["labels"]), config.pad_token_id, 0.1).loss;
     let grads = loss.backward();
     let grad2 = |t: Tensor<2>| values(t.grad(&grads).unwrap());
     let decoder = &model.decoder.bert;
@@ -85,7 +85,7 @@ fn warm_start_from_minilm_copies_both_stacks_and_trains() {
     let mut optim = burn::optim::AdamWConfig::new().init();
     let mut losses = Vec::new();
     for _ in 0..5 {
-        let loss = model.generation_loss(&src, &labels, 0, 0.0);
+        let loss = model.generation_loss(&src, &labels, 0, 0.0).loss;
         losses.push(loss.clone().into_scalar::<f32>());
         let grads = burn::optim::GradientsParams::from_grads(loss.backward(), &model);
         model = optim.step(1e-4, model, grads);

@@ -9,7 +9,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use common::{floats, json, max_abs_diff, root, rows, unpadded, values};
 use dgr_model::bert::EncoderInput;
 use dgr_model::heads::{BiEncoder, CrossEncoder};
-use dgr_model::tokenizer::{TextTokenizer, batch};
+use dgr_model::tokenizer::{Overlong, TextTokenizer, batch};
 
 fn minilm_dir() -> PathBuf {
     let dir = root().join("assets/minilm");
@@ -56,13 +56,13 @@ fn reference_input(reference: &serde_json::Value, device: &Device) -> EncoderInp
     }
 }
 
-#[test]
-fn tiny_cross_encoder_matches_pytorch() {
+/// Scores and hidden states of a tiny `*ForSequenceClassification` fixture, within 1e-4.
+fn assert_cross_encoder_matches(fixture: &str, tensors: usize) {
     let device = Device::flex();
-    let dir = root().join("tests/fixtures/models/tiny-bert-cls");
+    let dir = root().join("tests/fixtures/models").join(fixture);
     let reference = json(&dir.join("reference.json"));
     let (model, _, report) = CrossEncoder::load(&dir, &device).unwrap();
-    assert_eq!(report.applied, 41);
+    assert_eq!((report.applied, report.unused.len()), (tensors, 0), "{:?}", report.unused);
     let input = reference_input(&reference, &device);
 
     let scores = values(model.score(&input));
@@ -73,7 +73,33 @@ fn tiny_cross_encoder_matches_pytorch() {
     let states = values(model.bert.forward(&input));
     let expected = floats(&reference["last_hidden_state"]);
     let mask = rows(&reference["attention_mask"]);
-    let diff = max_abs_diff(&unpadded(&states, &mask), &unpadded(&expected, &mask));
+    let state_diff = max_abs_diff(&unpadded(&states, &mask), &unpadded(&expected, &mask));
+    assert!(state_diff <= 1e-4, "hidden states differ by {state_diff}");
+    eprintln!("{fixture}: max abs diff of scores {diff:.2e}, of hidden states {state_diff:.2e}");
+}
+
+#[test]
+fn tiny_cross_encoder_matches_pytorch() {
+    assert_cross_encoder_matches("tiny-bert-cls", 41);
+}
+
+#[test]
+fn tiny_electra_cross_encoder_matches_pytorch() {
+    // 39 encoder tensors (with the projection of the embeddings) + the head's 4.
+    assert_cross_encoder_matches("tiny-electra-cls", 43);
+
+    // The discriminator's encoder alone, as a bi-encoder: the `electra.` prefix is dropped and
+    // the classification head is left unused.
+    let device = Device::flex();
+    let dir = root().join("tests/fixtures/models/tiny-electra-cls");
+    let reference = json(&dir.join("reference.json"));
+    let (encoder, config, report) = BiEncoder::load(&dir, &device).unwrap();
+    assert_eq!(config.embedding_size, Some(16));
+    assert_eq!(report.unused.len(), 4, "{:?}", report.unused);
+    let input = reference_input(&reference, &device);
+    let states = values(encoder.bert.forward(&input));
+    let mask = rows(&reference["attention_mask"]);
+    let diff = max_abs_diff(&unpadded(&states, &mask), &unpadded(&floats(&reference["last_hidden_state"]), &mask));
     assert!(diff <= 1e-4, "hidden states differ by {diff}");
 }
 
@@ -125,4 +151,12 @@ fn long_inputs_are_truncated_to_the_position_table() {
     assert!(pair.type_ids.contains(&1));
     let short = tokenizer.encode("a short query").unwrap();
     assert!(!short.truncated);
+
+    // Under the error policy, the same inputs are refused and short ones pass unchanged.
+    let strict =
+        TextTokenizer::from_file(&minilm_dir().join("tokenizer.json"), 16).unwrap().with_overlong(Overlong::Error);
+    let err = strict.encode(&long).unwrap_err().to_string();
+    assert!(err.contains("longer than 16 tokens") && err.contains("word word"), "{err}");
+    assert!(strict.encode_pair("a short query", &long).is_err());
+    assert_eq!(strict.encode("a short query").unwrap(), short);
 }

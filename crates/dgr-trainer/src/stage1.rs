@@ -5,7 +5,6 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use burn::grad_clipping::GradientClippingConfig;
 use burn::optim::{AdamWConfig, GradientsParams};
 use dgr_model::bert2bert::{Bert2Bert, Bert2BertConfig};
 use dgr_model::seq2seq::{EncoderDecoder, Source};
@@ -13,7 +12,9 @@ use dgr_model::tokenizer::{TextTokenizer, batch};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
+use tracing::warn;
 
+use crate::clip::clip_global_norm;
 use crate::pairs::TrainingPair;
 
 #[derive(Debug, thiserror::Error)]
@@ -39,7 +40,7 @@ pub struct Stage1Config {
     pub warmup_steps: usize,
     pub weight_decay: f64,
     pub label_smoothing: f64,
-    /// Per-parameter gradient norm clip (Burn clips each tensor; 0 = off).
+    /// Clip the global gradient norm to this (0 = off).
     pub clip_norm: f32,
     /// Save the weights every this many steps (0 = only at the end).
     pub save_every: usize,
@@ -50,7 +51,14 @@ pub struct Stage1Config {
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct StepLog {
     pub step: usize,
+    /// The minimised loss (label-smoothed token cross-entropy).
     pub loss: f32,
+    /// Unsmoothed token NLL of the same batch.
+    pub nll: f32,
+    /// Teacher-forced arg-max token accuracy of the batch.
+    pub accuracy: f32,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f32,
     pub learning_rate: f64,
     pub seconds: f64,
 }
@@ -78,15 +86,28 @@ fn tokenize(
     source_tokenizer: &TextTokenizer,
     target_tokenizer: &TextTokenizer,
 ) -> Result<Vec<Tokenized>, TrainError> {
-    pairs
+    let (mut cut_sources, mut cut_targets) = (0usize, 0usize);
+    let data = pairs
         .iter()
         .map(|pair| {
             let source = source_tokenizer.encode(&pair.source)?;
             let target = target_tokenizer.encode(&pair.target)?;
+            cut_sources += usize::from(source.truncated);
+            cut_targets += usize::from(target.truncated);
             let labels = target.ids.iter().skip(1).map(|&t| i64::from(t)).collect();
             Ok(Tokenized { source, labels })
         })
-        .collect()
+        .collect::<Result<Vec<_>, TrainError>>()?;
+    if cut_sources + cut_targets > 0 {
+        warn!(
+            sources = cut_sources,
+            source_limit = source_tokenizer.max_length(),
+            targets = cut_targets,
+            target_limit = target_tokenizer.max_length(),
+            "training pairs truncated to the token limits"
+        );
+    }
+    Ok(data)
 }
 
 /// Trains `model` (on an autodiff device) on `pairs` for `config.steps` steps, appending one
@@ -112,11 +133,7 @@ pub fn train_stage1(
 
     let data = tokenize(pairs, source_tokenizer, target_tokenizer)?;
     let device = model.encoder.embeddings.word_embeddings.weight.val().device();
-    let mut optim = AdamWConfig::new()
-        .with_weight_decay(config.weight_decay as f32)
-        .with_epsilon(1e-8)
-        .with_grad_clipping((config.clip_norm > 0.0).then_some(GradientClippingConfig::Norm(config.clip_norm)))
-        .init();
+    let mut optim = AdamWConfig::new().with_weight_decay(config.weight_decay as f32).with_epsilon(1e-8).init();
     let mut rng = StdRng::seed_from_u64(config.seed);
     let mut order: Vec<usize> = Vec::new();
     let pad = model_config.pad_token_id;
@@ -134,11 +151,15 @@ pub fn train_stage1(
         let source = Source { ids: input.input_ids, mask: input.attention_mask };
         let loss = model.generation_loss(&source, &labels, pad, config.label_smoothing);
         let lr = learning_rate(step, config);
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        let mut grads = GradientsParams::from_grads(loss.loss.backward(), &model);
+        let grad_norm = clip_global_norm(&model, &mut grads, config.clip_norm);
         model = optim.step(lr, model, grads);
         let entry = StepLog {
             step: step + 1,
-            loss: loss.into_scalar::<f32>(),
+            loss: loss.loss.into_scalar::<f32>(),
+            nll: loss.nll.into_scalar::<f32>(),
+            accuracy: loss.accuracy.into_scalar::<f32>(),
+            grad_norm,
             learning_rate: lr,
             seconds: started.elapsed().as_secs_f64(),
         };

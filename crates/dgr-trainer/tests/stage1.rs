@@ -75,6 +75,9 @@ fn titles_are_learned_and_weights_are_saved_loadable() {
     let (first, last) = (mean(&seen[..3]), mean(&seen[9..]));
     assert!(seen.iter().all(|l| l.loss.is_finite()));
     assert!(last < first * 0.7, "loss should fall: {:?}", seen.iter().map(|l| l.loss).collect::<Vec<_>>());
+    let accuracy = |s: &[StepLog]| s.iter().map(|l| l.accuracy).sum::<f32>() / s.len() as f32;
+    assert!(accuracy(&seen[9..]) > accuracy(&seen[..3]), "accuracy should rise: {seen:?}");
+    assert!(seen.iter().all(|l| l.nll >= 0.0 && l.grad_norm > 0.0 && (0.0..=1.0).contains(&l.accuracy)));
 
     for name in ["step-0000004", "step-0000008", "step-0000012", "final"] {
         assert!(out.join("weights").join(name).join("model.safetensors").is_file(), "{name}");

@@ -5,13 +5,13 @@ use std::collections::BTreeMap;
 use anyhow::{Context, bail};
 use burn::tensor::Device;
 use dgr_core::arrow_file::read_records;
-use dgr_core::config::Config;
+use dgr_core::config::{self, Config};
 use dgr_core::import::DatasetManifest;
 use dgr_core::progress::{Progress, Unit};
 use dgr_core::trec::read_qrels;
 use dgr_core::{Passage, Query};
 use dgr_model::bert2bert::Bert2Bert;
-use dgr_model::tokenizer::TextTokenizer;
+use dgr_model::tokenizer::{Overlong, TextTokenizer};
 use dgr_trainer::pairs::{PairConfig, build_pairs};
 use dgr_trainer::stage1::{Stage1Config, train_stage1};
 use figment::Figment;
@@ -77,8 +77,12 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
     }
     info!(pairs = pairs.len(), "built stage-1 training pairs");
 
-    let source_tokenizer = TextTokenizer::from_file(&t.tokenizer, t.max_source_tokens)?;
-    let target_tokenizer = TextTokenizer::from_file(&t.tokenizer, t.max_target_tokens)?;
+    let overlong = match t.overlong {
+        config::Overlong::Truncate => Overlong::Truncate,
+        config::Overlong::Error => Overlong::Error,
+    };
+    let source_tokenizer = TextTokenizer::from_file(&t.tokenizer, t.max_source_tokens)?.with_overlong(overlong);
+    let target_tokenizer = TextTokenizer::from_file(&t.tokenizer, t.max_target_tokens)?.with_overlong(overlong);
     let special = |token: &str| {
         source_tokenizer.token_id(token).with_context(|| format!("{} has no {token} token", t.tokenizer.display()))
     };
@@ -87,6 +91,14 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
     device.seed(t.seed);
     let (model, model_config) = Bert2Bert::warm_start(&t.init, start, pad, &device)
         .with_context(|| format!("cannot warm-start from {}", t.init.display()))?;
+    let positions = model_config.encoder.max_position_embeddings.min(model_config.decoder.max_position_embeddings);
+    if t.max_source_tokens.max(t.max_target_tokens) > positions {
+        bail!(
+            "train_gen.max_source_tokens / max_target_tokens ({} / {}) exceed the model's {positions} positions",
+            t.max_source_tokens,
+            t.max_target_tokens
+        );
+    }
 
     let stage1 = Stage1Config {
         batch_size: t.batch_size,
@@ -105,7 +117,15 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
     train_stage1(model, &model_config, &source_tokenizer, &target_tokenizer, &pairs, &stage1, &out, |step| {
         bar.advance(1);
         if step.step % 10 == 0 || step.step == t.steps {
-            info!(step = step.step, loss = format!("{:.4}", step.loss), lr = step.learning_rate, "train-gen");
+            info!(
+                step = step.step,
+                loss = format!("{:.4}", step.loss),
+                nll = format!("{:.4}", step.nll),
+                accuracy = format!("{:.3}", step.accuracy),
+                grad_norm = format!("{:.3}", step.grad_norm),
+                lr = step.learning_rate,
+                "train-gen"
+            );
         }
     })?;
     bar.finish();

@@ -93,10 +93,31 @@ pub fn assert_forward_matches(model: &impl EncoderDecoder, reference: &serde_jso
     assert!(diff <= 1e-4, "logits differ by {diff}");
 
     for (smoothing, key) in [(0.0, "loss_nll"), (0.1, "loss_label_smoothing_0.1")] {
-        let ours = values(model.generation_loss(&source, &labels, pad, smoothing))[0];
+        let ours = values(model.generation_loss(&source, &labels, pad, smoothing).loss)[0];
         let theirs = reference[key].as_f64().unwrap() as f32;
         assert!((ours - theirs).abs() <= 1e-4, "{key}: {ours} vs {theirs}");
     }
+
+    // The detached measures: unsmoothed NLL whatever the smoothing, and the arg-max accuracy of
+    // the reference logits over the real targets.
+    let measured = model.generation_loss(&source, &labels, pad, 0.1);
+    let nll = values(measured.nll)[0];
+    let expected = reference["loss_nll"].as_f64().unwrap() as f32;
+    assert!((nll - expected).abs() <= 1e-4, "nll {nll} vs {expected}");
+    let reference_logits = floats(&reference["logits"]);
+    let vocab = reference_logits.len() / labels.len() / labels[0].len();
+    let (mut correct, mut total) = (0usize, 0usize);
+    for (row, targets) in labels.iter().enumerate() {
+        for (position, &target) in targets.iter().enumerate().filter(|(_, t)| **t >= 0) {
+            let start = (row * targets.len() + position) * vocab;
+            let scores = &reference_logits[start..start + vocab];
+            let best = (0..vocab).max_by(|&a, &b| scores[a].total_cmp(&scores[b])).unwrap();
+            correct += usize::from(best as i64 == target);
+            total += 1;
+        }
+    }
+    let accuracy = values(measured.accuracy)[0];
+    assert!((accuracy - correct as f32 / total as f32).abs() <= 1e-6, "accuracy {accuracy} vs {correct}/{total}");
 }
 
 /// Checks the teacher-forced scores of the fixture's keys for its first query, within 1e-4.
