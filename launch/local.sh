@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/fetch-assets.sh
-cargo build --release --locked -p dgr-cli
+cargo build --release --locked -p dgr-cli --features x86-v4
 if [ $# -gt 0 ]; then
   exec target/release/dgr run --config "$1"
 else

@@ -22,6 +22,16 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 REPEATS = int(os.environ.get("DGR_BENCH_REPEATS", "5"))
 
 
+def knob(name, default):
+    """A shape from the environment (the same variables as the Rust bench)."""
+    return int(os.environ.get(name, default))
+
+
+def peak_rss_mb():
+    import resource
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+
 def timed(fn):
     times = []
     for i in range(REPEATS + 1):
@@ -35,7 +45,7 @@ def timed(fn):
 def encoder():
     from sentence_transformers import SentenceTransformer
     model = SentenceTransformer(os.path.join(ROOT, "assets", "minilm"), device="cpu").eval()
-    batch, length = 32, 128
+    batch, length = knob("DGR_BENCH_BATCH", 32), knob("DGR_BENCH_LENGTH", 128)
     features = {"input_ids": torch.randint(3, 30521, (batch, length)),
                 "token_type_ids": torch.zeros(batch, length, dtype=torch.long),
                 "attention_mask": torch.ones(batch, length, dtype=torch.long)}
@@ -46,7 +56,8 @@ def encoder():
     s = timed(run)
     print(json.dumps({"bench": "encoder", "system": f"pytorch {torch.__version__} (sentence-transformers)",
                       "model": "all-MiniLM-L6-v2", "batch": batch, "length": length,
-                      "seconds": round(s, 4), "sequences_per_s": round(batch / s, 1)}))
+                      "seconds": round(s, 4), "sequences_per_s": round(batch / s, 1),
+                      "peak_rss_mb": peak_rss_mb()}))
 
 
 def train_step(size):
@@ -60,7 +71,7 @@ def train_step(size):
     torch.manual_seed(42)
     model = BartForConditionalGeneration(config).train()
     optim = torch.optim.AdamW(model.parameters(), lr=3e-5, weight_decay=0.01)
-    batch, src, tgt = 16, 64, 16
+    batch, src, tgt = knob("DGR_BENCH_BATCH", 16), knob("DGR_BENCH_SOURCE", 64), knob("DGR_BENCH_TARGET", 16)
     input_ids = torch.randint(3, vocab - 1, (batch, src))
     labels = torch.tensor([[3 + (b * 31 + t * 7) % (vocab - 3) for t in range(tgt)] for b in range(batch)])
     loss_box = {}
@@ -76,7 +87,8 @@ def train_step(size):
     params = sum(p.numel() for p in model.parameters())
     print(json.dumps({"bench": "train_step", "system": f"pytorch {torch.__version__}", "size": "tiny" if size == "tiny" else "minilm-size",
                       "params": params, "batch": batch, "source": src, "target": tgt,
-                      "seconds": round(s, 4), "loss": round(loss_box["loss"], 4)}))
+                      "seconds": round(s, 4), "loss": round(loss_box["loss"], 4),
+                      "peak_rss_mb": peak_rss_mb()}))
 
 
 if __name__ == "__main__":

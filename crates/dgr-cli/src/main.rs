@@ -45,6 +45,7 @@ fn init_logging(format: LogFormat) {
 }
 
 fn main() -> ExitCode {
+    dgr_model::allocator::keep_freed_memory();
     let cli = Cli::parse();
     init_logging(cli.log_format);
     let config = cli.config.as_deref();

@@ -1,14 +1,18 @@
-//! Model speed on this machine's CPU (Burn flex backend), the Rust half of the side-by-side
-//! benchmark `scripts/bench/model_speed.sh` (the PyTorch half is scripts/bench/model_speed_torch.py).
+//! Model speed on this machine's CPU, the Rust half of the side-by-side benchmark
+//! `scripts/bench/model_speed.sh` (the PyTorch half is scripts/bench/model_speed_torch.py).
 //!
-//! Prints one JSON object per measurement:
+//! Prints one JSON object per measurement (median seconds, and the process's peak RSS):
 //! - `encoder`: MiniLM (real weights, assets/minilm) forward at batch 32 x 128 tokens, the cost
 //!   of teacher scoring: sequences/s;
 //! - `train_step`: student (BART layout) forward + backward + AdamW at batch 16, source 64,
 //!   target 16, two sizes: `tiny` and `minilm-size` (d 384, 6+6 layers, 12 heads, ffn 1536,
 //!   vocab 30522).
 //!
-//! Threads: RAYON_NUM_THREADS. Run: `cargo bench -p dgr-model --bench speed`.
+//! Environment: RAYON_NUM_THREADS (threads), DGR_BENCH_REPEATS (timed runs after one warm-up),
+//! DGR_BENCH_BATCH / DGR_BENCH_SOURCE / DGR_BENCH_TARGET / DGR_BENCH_LENGTH (shapes),
+//! DGR_BENCH_BACKEND = flex (default) | ndarray (build with `--features ndarray` or `openblas`),
+//! DGR_BENCH_GLIBC_DEFAULTS (set: leave malloc's defaults, see `dgr_model::allocator`).
+//! Run: `cargo bench -p dgr-model --bench speed [encoder|train-tiny|train-minilm]`.
 
 use std::path::Path;
 use std::time::Instant;
@@ -20,6 +24,35 @@ use dgr_model::bert::EncoderInput;
 use dgr_model::heads::BiEncoder;
 use dgr_model::seq2seq::{EncoderDecoder, Seq2SeqConfig, Source};
 
+/// A shape knob from the environment, else `default`.
+fn knob(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// The CPU backend under test and its name in the output.
+fn backend() -> (Device, String) {
+    match std::env::var("DGR_BENCH_BACKEND").as_deref() {
+        #[cfg(feature = "ndarray")]
+        Ok("ndarray") => {
+            let blas = if cfg!(feature = "openblas") { " + openblas" } else { "" };
+            (Device::ndarray(), format!("dgr (burn ndarray{blas})"))
+        }
+        Ok("flex") | Err(_) => (Device::flex(), "dgr (burn flex)".into()),
+        Ok(other) => panic!("DGR_BENCH_BACKEND={other}: not built in (flex; ndarray with --features ndarray)"),
+    }
+}
+
+/// Peak resident memory of this process so far, in MiB (Linux `VmHWM`).
+fn peak_rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .unwrap_or(0.0);
+    kb / 1024.0
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -30,10 +63,10 @@ fn ids(batch: usize, length: usize, vocab: usize, device: &Device) -> Tensor<2, 
 }
 
 fn bench_encoder(root: &Path, repeats: usize) {
-    let device = Device::flex();
+    let (device, system) = backend();
     let (model, config, _) =
         BiEncoder::load(&root.join("assets/minilm"), &device).expect("run scripts/fetch-assets.sh");
-    let (batch, length) = (32, 128);
+    let (batch, length) = (knob("DGR_BENCH_BATCH", 32), knob("DGR_BENCH_LENGTH", 128));
     let input = EncoderInput {
         input_ids: ids(batch, length, config.vocab_size, &device),
         token_type_ids: Tensor::zeros([batch, length], &device),
@@ -50,8 +83,9 @@ fn bench_encoder(root: &Path, repeats: usize) {
     }
     let s = median(times);
     println!(
-        r#"{{"bench": "encoder", "system": "dgr (burn flex)", "model": "all-MiniLM-L6-v2", "batch": {batch}, "length": {length}, "seconds": {s:.4}, "sequences_per_s": {:.1}}}"#,
-        batch as f64 / s
+        r#"{{"bench": "encoder", "system": "{system}", "model": "all-MiniLM-L6-v2", "batch": {batch}, "length": {length}, "seconds": {s:.4}, "sequences_per_s": {:.1}, "peak_rss_mb": {:.0}}}"#,
+        batch as f64 / s,
+        peak_rss_mb()
     );
 }
 
@@ -81,12 +115,14 @@ fn student(size: &str) -> Seq2SeqConfig {
 }
 
 fn bench_train_step(size: &str, repeats: usize) {
-    let device = Device::flex().autodiff();
+    let (device, system) = backend();
+    let device = device.autodiff();
     device.seed(42);
     let config = student(size);
     let mut model = config.init(&device);
     let mut optim = AdamWConfig::new().with_weight_decay(0.01).init();
-    let (batch, source_len, target_len) = (16, 64, 16);
+    let (batch, source_len, target_len) =
+        (knob("DGR_BENCH_BATCH", 16), knob("DGR_BENCH_SOURCE", 64), knob("DGR_BENCH_TARGET", 16));
     let source = Source {
         ids: ids(batch, source_len, config.vocab_size, &device),
         mask: Tensor::ones([batch, source_len], &device),
@@ -109,11 +145,15 @@ fn bench_train_step(size: &str, repeats: usize) {
     let s = median(times);
     let params = model.num_params();
     println!(
-        r#"{{"bench": "train_step", "system": "dgr (burn flex)", "size": "{size}", "params": {params}, "batch": {batch}, "source": {source_len}, "target": {target_len}, "seconds": {s:.4}, "loss": {last_loss:.4}}}"#
+        r#"{{"bench": "train_step", "system": "{system}", "size": "{size}", "params": {params}, "batch": {batch}, "source": {source_len}, "target": {target_len}, "seconds": {s:.4}, "loss": {last_loss:.4}, "peak_rss_mb": {:.0}}}"#,
+        peak_rss_mb()
     );
 }
 
 fn main() {
+    if std::env::var_os("DGR_BENCH_GLIBC_DEFAULTS").is_none() {
+        dgr_model::allocator::keep_freed_memory();
+    }
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let repeats: usize = std::env::var("DGR_BENCH_REPEATS").ok().and_then(|r| r.parse().ok()).unwrap_or(5);
     let only = std::env::args().nth(1).filter(|a| !a.starts_with('-'));

@@ -7,12 +7,14 @@
 //!   the generation loss and teacher-forced key scores; [`bert2bert`]: the BERT2BERT student,
 //!   warm-started from a pretrained BERT;
 //! - [`weights`]: HF safetensors loading with clear errors for missing or mis-shaped tensors;
-//! - [`tokenizer`]: HF `tokenizer.json` tokenizers and padded batches.
+//! - [`tokenizer`]: HF `tokenizer.json` tokenizers and padded batches;
+//! - [`allocator`]: keeps freed CPU tensor buffers in the process (call at start-up).
 //!
 //! CPU (Burn's `flex` backend) is the default; callers pass the [`burn::tensor::Device`]
 //! ([`device::select`] probes CUDA, available with the `cuda` feature).
 //! This crate knows nothing of files beyond model directories, nor of processes or the network.
 
+pub mod allocator;
 pub mod bert;
 pub mod bert2bert;
 pub mod device;
