@@ -216,6 +216,7 @@ fn train_gen_trains_the_student_on_the_prepared_train_split() {
     ok(t, &["--config", "job.toml", "prepare"]);
     let (_, stderr) = ok(t, &["--config", "job.toml", "train-gen"]);
     assert!(stderr.contains("built stage-1 training pairs"), "{stderr}");
+    assert!(stderr.contains("warm-starting a BERT2BERT student from BERT"), "{stderr}");
     let log = std::fs::read_to_string(t.join("job/stage1/train_log.jsonl")).unwrap();
     assert_eq!(log.lines().count(), 3);
     for line in log.lines() {
@@ -240,7 +241,29 @@ fn train_gen_trains_the_student_on_the_prepared_train_split() {
     with("steps = 1\nmax_source_tokens = 6\noverlong = \"error\"\n");
     let stderr = fails(t, &["--config", "edited.toml", "train-gen"]);
     assert!(stderr.contains("longer than 6 tokens"), "{stderr}");
+    // A saved student continues training: its weights load as they are (no warm start).
+    let saved = t.join("job/stage1/weights/final");
+    let edited = std::fs::read_to_string(t.join("job.toml"))
+        .unwrap()
+        .replace(&format!("init = {:?}", s(&minilm)), &format!("init = {:?}", s(&saved)))
+        .replace("steps = 3\n", "steps = 1\n")
+        .replace("dir = \"job\"", "dir = \"job2\"");
+    std::fs::write(t.join("continued.toml"), edited).unwrap();
+    std::fs::create_dir_all(t.join("job2")).unwrap();
+    copy_dir(&t.join("job/data"), &t.join("job2/data"));
+    let (_, stderr) = ok(t, &["--config", "continued.toml", "train-gen"]);
+    assert!(stderr.contains("continuing a saved BERT2BERT student"), "{stderr}");
+    assert!(t.join("job2/stage1/weights/final/model.safetensors").is_file());
+
     with("steps = 1\nmax_source_tokens = 4096\n");
     let stderr = fails(t, &["--config", "edited.toml", "train-gen"]);
     assert!(stderr.contains("exceed the model's 512 positions"), "{stderr}");
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
 }

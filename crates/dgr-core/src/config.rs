@@ -74,7 +74,8 @@ pub struct EvalConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainGenConfig {
-    /// HF BERT directory (config.json, model.safetensors) both stacks start from.
+    /// HF BERT directory (config.json, model.safetensors) both stacks warm-start from, or a
+    /// BERT2BERT directory saved by an earlier run, which training continues.
     pub init: PathBuf,
     /// `tokenizer.json` of that model.
     pub tokenizer: PathBuf,

@@ -89,8 +89,8 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
     let (start, pad) = (special(DECODER_START)?, special(PAD)?);
     let device = Device::flex().autodiff();
     device.seed(t.seed);
-    let (model, model_config) = Bert2Bert::warm_start(&t.init, start, pad, &device)
-        .with_context(|| format!("cannot warm-start from {}", t.init.display()))?;
+    let (model, model_config) = Bert2Bert::load_or_warm_start(&t.init, start, pad, &device)
+        .with_context(|| format!("cannot start the student from {}", t.init.display()))?;
     let positions = model_config.encoder.max_position_embeddings.min(model_config.decoder.max_position_embeddings);
     if t.max_source_tokens.max(t.max_target_tokens) > positions {
         bail!(
