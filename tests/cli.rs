@@ -267,3 +267,40 @@ fn copy_dir(from: &Path, to: &Path) {
         std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
     }
 }
+
+#[test]
+fn index_build_and_inspect_find_titles_in_their_passages() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let tokenizer = fixtures().join("../../assets/minilm/tokenizer.json");
+    assert!(tokenizer.is_file(), "MiniLM tokenizer missing: run scripts/fetch-assets.sh");
+    let input = fixtures().join("wiki-vital/summaries_subset.json");
+    let config = format!(
+        "[job]\ndir = \"job\"\n[prepare]\ninput = {:?}\n[index]\ntokenizer = {:?}\nsample_rate = 4\n",
+        s(&input),
+        s(&tokenizer)
+    );
+    std::fs::write(t.join("job.toml"), config).unwrap();
+    ok(t, &["--config", "job.toml", "prepare"]);
+    let (_, stderr) = ok(t, &["--config", "job.toml", "index", "build"]);
+    assert!(stderr.contains("index built"), "{stderr}");
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(t.join("job/index/index.json")).unwrap()).unwrap();
+    assert_eq!(manifest["format"], "dgr.fm-index");
+    assert_eq!(manifest["passages"], 40);
+
+    // A title with its closing mark occurs in its own passage (the MINDER layout).
+    let (stdout, _) = ok(t, &["--config", "job.toml", "index", "inspect", "African art @@"]);
+    assert!(stdout.contains("passage African_art at token 0"), "{stdout}");
+    let (stdout, _) = ok(t, &["--config", "job.toml", "index", "inspect", "zzqx unlikely words"]);
+    assert!(stdout.contains("occurrences: 0"), "{stdout}");
+
+    // Another tokenizer than the index's is refused.
+    let other = t.join("other-tokenizer.json");
+    let text = std::fs::read_to_string(&tokenizer).unwrap().replacen("[UNK]", "[UNKNOWN]", 1);
+    std::fs::write(&other, text).unwrap();
+    let edited = std::fs::read_to_string(t.join("job.toml")).unwrap().replace(s(&tokenizer), s(&other));
+    std::fs::write(t.join("other.toml"), edited).unwrap();
+    let stderr = fails(t, &["--config", "other.toml", "index", "inspect", "art"]);
+    assert!(stderr.contains("is not the tokenizer the index"), "{stderr}");
+}

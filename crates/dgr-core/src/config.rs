@@ -25,6 +25,7 @@ pub struct Config {
     pub job: JobConfig,
     pub prepare: PrepareConfig,
     pub bm25: Bm25Config,
+    pub index: IndexConfig,
     pub eval: EvalConfig,
     pub train_gen: TrainGenConfig,
 }
@@ -58,6 +59,16 @@ pub struct Bm25Config {
     pub threads: usize,
     /// Indexing memory budget in MB (split across threads).
     pub memory_mb: usize,
+}
+
+/// The FM-index of the corpus for generative retrieval (`dgr index`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IndexConfig {
+    /// `tokenizer.json` of the student: the index holds its token ids.
+    pub tokenizer: PathBuf,
+    /// One text position in this many is stored for locate (memory against locate speed).
+    pub sample_rate: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -126,6 +137,9 @@ impl JobConfig {
     pub fn runs_dir(&self) -> PathBuf {
         self.dir.join("runs")
     }
+    pub fn index_dir(&self) -> PathBuf {
+        self.dir.join("index")
+    }
     pub fn stage1_dir(&self) -> PathBuf {
         self.dir.join("stage1")
     }
@@ -153,6 +167,9 @@ impl Config {
         let split = self.prepare.split;
         if u32::from(split.train) + u32::from(split.dev) + u32::from(split.test) != 100 {
             return Err(Error::Config("prepare.split percentages must add up to 100".into()));
+        }
+        if self.index.sample_rate == 0 {
+            return Err(Error::Config("index.sample_rate must be at least 1".into()));
         }
         if self.bm25.top_k == 0 {
             return Err(Error::Config("bm25.top_k must be at least 1".into()));

@@ -49,6 +49,30 @@ impl TextTokenizer {
         Ok(TextTokenizer { inner, max_length, overlong: Overlong::Truncate })
     }
 
+    /// Loads `tokenizer.json` for whole texts: no length limit, no special tokens added by
+    /// [`TextTokenizer::tokens`] (what an index of the corpus needs).
+    pub fn unlimited(path: &Path) -> Result<Self> {
+        let err = |message: String| ModelError::Tokenizer { path: path.to_path_buf(), message };
+        let mut inner = Tokenizer::from_file(path).map_err(|e| err(e.to_string()))?;
+        inner.with_padding(None::<PaddingParams>);
+        inner.with_truncation(None).map_err(|e| err(e.to_string()))?;
+        Ok(TextTokenizer { inner, max_length: usize::MAX, overlong: Overlong::Truncate })
+    }
+
+    /// Token ids of `texts` without special tokens, in parallel.
+    pub fn tokens(&self, texts: Vec<String>) -> Result<Vec<Vec<u32>>> {
+        let encodings = self
+            .inner
+            .encode_batch(texts, false)
+            .map_err(|e| ModelError::Encode { text: String::new(), message: e.to_string() })?;
+        Ok(encodings.iter().map(|e| e.get_ids().to_vec()).collect())
+    }
+
+    /// Size of the vocabulary, added tokens included.
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
     /// The same tokenizer with `overlong` as its policy for sequences over the limit.
     pub fn with_overlong(mut self, overlong: Overlong) -> Self {
         self.overlong = overlong;

@@ -2,6 +2,7 @@
 
 mod bm25;
 mod eval;
+mod index;
 mod pipeline;
 mod prepare;
 mod train_gen;
@@ -21,6 +22,9 @@ pub enum Command {
     /// BM25 baseline: build an index over a corpus, search queries into a TREC run.
     #[command(subcommand)]
     Bm25(bm25::Command),
+    /// FM-index of the corpus in the student's token ids: build it, look texts up.
+    #[command(subcommand)]
+    Index(index::Command),
     /// Evaluate a TREC run: Recall@k, MRR@10, nDCG@10 against qrels, and/or answer-hit R@k.
     Eval(eval::Args),
     /// Stage 1: train the BERT2BERT student (warm-started from MiniLM) to generate the
@@ -34,6 +38,7 @@ pub fn run(command: Command, config_file: Option<&Path>) -> anyhow::Result<()> {
     match command {
         Command::Prepare(args) => prepare::run(&load_config(config_file, args.overrides())?, &args),
         Command::Bm25(cmd) => bm25::run(&load_config(config_file, cmd.overrides())?, &cmd),
+        Command::Index(cmd) => index::run(&load_config(config_file, Figment::new())?, &cmd),
         Command::Eval(args) => eval::run(&load_config(config_file, Figment::new())?, &args),
         Command::TrainGen(args) => train_gen::run(&load_config(config_file, args.overrides())?),
         Command::Run(args) => pipeline::run(&load_config(config_file, Figment::new())?, &args),
