@@ -10,7 +10,10 @@
 //! (what SEAL gets from sdsl's `interval_symbols`).
 //!
 //! Suffix sorting is libsais; the column lives in a `qwt` wavelet tree; positions are found
-//! by walking LF from a row to the nearest row whose text position was sampled.
+//! by walking LF from a row to the nearest row whose text position was sampled. Internally
+//! every symbol is shifted up by one and the reversed text ends with a unique terminator 0:
+//! LF is only a permutation of the rows when the text's last symbol is unique and smallest
+//! (the separators repeat, so they cannot play that part).
 
 use std::ops::Range;
 
@@ -21,6 +24,8 @@ use crate::error::IndexError;
 
 /// The document separator symbol.
 pub const SEPARATOR: u16 = 0;
+/// The internal end of the reversed text.
+const TERMINATOR: u16 = 0;
 
 /// FM-index of a text over `u16` symbols (see the module doc).
 #[derive(Serialize, Deserialize)]
@@ -42,8 +47,17 @@ impl FmIndex {
         if text.is_empty() {
             return Err(IndexError::Empty);
         }
-        let n = text.len();
-        let reversed: Vec<u16> = text.iter().rev().copied().collect();
+        if alphabet > usize::from(u16::MAX) {
+            return Err(IndexError::Build(format!(
+                "alphabet of {alphabet} symbols does not fit 16 bits with a terminator"
+            )));
+        }
+        if let Some(&symbol) = text.iter().find(|&&s| usize::from(s) >= alphabet) {
+            return Err(IndexError::Symbol { symbol, alphabet });
+        }
+        // The reversed text, shifted by one, closed by the terminator 0.
+        let reversed: Vec<u16> = text.iter().rev().map(|&s| s + 1).chain([TERMINATOR]).collect();
+        let n = reversed.len();
         let suffixes = libsais::SuffixArrayConstruction::for_text(&reversed)
             .in_owned_buffer64()
             .single_threaded()
@@ -51,10 +65,9 @@ impl FmIndex {
             .map_err(|e| IndexError::Build(format!("suffix sorting failed: {e:?}")))?
             .into_vec();
 
-        let mut counts = vec![0u64; alphabet + 1];
+        let mut counts = vec![0u64; alphabet + 2];
         for &symbol in &reversed {
-            let slot = counts.get_mut(usize::from(symbol) + 1).ok_or(IndexError::Symbol { symbol, alphabet })?;
-            *slot += 1;
+            counts[usize::from(symbol) + 1] += 1;
         }
         for c in 1..counts.len() {
             counts[c] += counts[c - 1];
@@ -84,29 +97,35 @@ impl FmIndex {
 
     /// Length of the text, separators included.
     pub fn len(&self) -> u64 {
-        self.bwt.len() as u64
+        self.rows_total() - 1
     }
 
     pub fn is_empty(&self) -> bool {
-        self.bwt.is_empty()
+        self.len() == 0
+    }
+
+    /// Rows of the index: one per text position, plus the terminator's.
+    fn rows_total(&self) -> u64 {
+        self.bwt.len() as u64
     }
 
     /// Number of distinct symbol values the index was built for.
     pub fn alphabet(&self) -> usize {
-        self.starts.len() - 1
+        self.starts.len() - 2
     }
 
     /// The rows of the empty pattern: all of them.
     pub fn full_range(&self) -> Range<u64> {
-        0..self.len()
+        0..self.rows_total()
     }
 
     /// The rows of `pattern + symbol`, given the rows of `pattern` (empty if it does not occur).
     pub fn extend(&self, rows: Range<u64>, symbol: u16) -> Range<u64> {
-        let c = usize::from(symbol);
-        if c >= self.alphabet() || rows.is_empty() {
+        if usize::from(symbol) >= self.alphabet() || rows.is_empty() {
             return 0..0;
         }
+        let symbol = symbol + 1;
+        let c = usize::from(symbol);
         // Symbols absent from the column have no rank (and no rows).
         let rank = |i: u64| self.bwt.rank(symbol, i as usize).unwrap_or(0) as u64;
         self.starts[c] + rank(rows.start)..self.starts[c] + rank(rows.end)
@@ -137,15 +156,20 @@ impl FmIndex {
             return Vec::new();
         }
         if rows == self.full_range() {
-            return (0..self.alphabet())
+            return (1..=self.alphabet())
                 .filter(|&c| self.starts[c + 1] > self.starts[c])
-                .map(|c| (c as u16, self.starts[c + 1] - self.starts[c]))
+                .map(|c| ((c - 1) as u16, self.starts[c + 1] - self.starts[c]))
                 .collect();
         }
         let mut symbols: Vec<(u16, u64)> = self
             .bwt
             .occs_range(rows.start as usize..rows.end as usize)
-            .map(|occurrences| occurrences.map(|(symbol, count)| (symbol, count as u64)).collect())
+            .map(|occurrences| {
+                occurrences
+                    .filter(|&(symbol, _)| symbol != TERMINATOR)
+                    .map(|(symbol, count)| (symbol - 1, count as u64))
+                    .collect()
+            })
             .unwrap_or_default();
         symbols.sort_unstable();
         symbols
@@ -171,12 +195,13 @@ impl FmIndex {
             let i = row as usize;
             if self.sampled_rows.get(i) == Some(true) {
                 let sample = self.sampled_rows.rank1(i).unwrap_or(0);
-                return (self.samples[sample] + steps) % self.len();
+                return (self.samples[sample] + steps) % self.rows_total();
             }
             // LF: the row of the suffix one position to the left in the reversed text.
-            let symbol = self.bwt.get(i).unwrap_or(SEPARATOR);
+            let symbol = self.bwt.get(i).unwrap_or(TERMINATOR);
             row = self.starts[usize::from(symbol)] + self.bwt.rank(symbol, i).unwrap_or(0) as u64;
             steps += 1;
+            debug_assert!(steps <= self.sample_rate, "LF walk passed a sampled position");
         }
     }
 

@@ -158,3 +158,17 @@ fn saved_index_opens_equal_and_damage_is_refused() {
     let err = store::open(&dir).err().unwrap().to_string();
     assert!(err.contains("expected \"dgr.fm-index\""), "{err}");
 }
+
+/// Empty passages put separators side by side, where an index that relies on the separators
+/// to end the text loses its way (LF stops being a permutation).
+#[test]
+fn empty_passages_next_to_each_other_are_handled() {
+    let passages = vec![vec![], vec![2, 1], vec![], vec![], vec![1, 2, 1], vec![]];
+    for sample_rate in 1..6 {
+        let index = build(&passages, 3, sample_rate);
+        for pattern in [vec![1], vec![2], vec![1, 2], vec![2, 1], vec![1, 2, 1], vec![0]] {
+            assert_eq!(index.locate(&pattern, 100), scan(&passages, &pattern), "{pattern:?} at rate {sample_rate}");
+            assert_eq!(index.next_tokens(&index.prefix(&pattern)), scan_next(&passages, &pattern));
+        }
+    }
+}
