@@ -112,9 +112,9 @@ impl CorpusIndex {
         Prefix { rows, length: prefix.length + 1 }
     }
 
-    /// The prefix state of `tokens`.
+    /// The prefix state of `tokens` (count 0 when they are not in the corpus).
     pub fn prefix(&self, tokens: &[u32]) -> Prefix {
-        tokens.iter().fold(self.root(), |prefix, &t| if prefix.count() == 0 { prefix } else { self.extend(&prefix, t) })
+        tokens.iter().fold(self.root(), |prefix, &t| self.extend(&prefix, t))
     }
 
     /// Occurrences of `tokens` in the corpus (within passages; never across two).
@@ -122,8 +122,7 @@ impl CorpusIndex {
         if tokens.is_empty() {
             return self.tokens;
         }
-        let prefix = self.prefix(tokens);
-        if prefix.length == tokens.len() { prefix.count() } else { 0 }
+        self.prefix(tokens).count()
     }
 
     /// The tokens that follow `prefix` somewhere in the corpus, with their counts, in token id
@@ -144,9 +143,6 @@ impl CorpusIndex {
             return Vec::new();
         }
         let prefix = self.prefix(tokens);
-        if prefix.length != tokens.len() {
-            return Vec::new();
-        }
         let mut found: Vec<Occurrence> = self
             .fm
             .locate(prefix.rows, tokens.len(), limit)

@@ -89,7 +89,7 @@ pub fn run(config: &Config, command: &Command) -> anyhow::Result<()> {
             }
             let tokens = tokenizer.tokens(vec![text.clone()])?.pop().unwrap_or_default();
             let prefix = index.prefix(&tokens);
-            let count = if prefix.len() == tokens.len() { prefix.count() } else { 0 };
+            let count = prefix.count();
             println!("tokens: {tokens:?}\noccurrences: {count} (corpus: {} tokens)", index.total_tokens());
             for occurrence in index.locate(&tokens, *limit) {
                 let id = index.passage_id(occurrence.passage).unwrap_or("?");
