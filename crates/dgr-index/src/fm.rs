@@ -131,24 +131,6 @@ impl FmIndex {
         self.starts[c] + rank(rows.start)..self.starts[c] + rank(rows.end)
     }
 
-    /// The rows of `pattern` (empty if it does not occur).
-    pub fn rows(&self, pattern: &[u16]) -> Range<u64> {
-        let mut rows = self.full_range();
-        for &symbol in pattern {
-            rows = self.extend(rows, symbol);
-            if rows.is_empty() {
-                break;
-            }
-        }
-        rows
-    }
-
-    /// Occurrences of `pattern` in the text.
-    pub fn count(&self, pattern: &[u16]) -> u64 {
-        let rows = self.rows(pattern);
-        rows.end - rows.start
-    }
-
     /// The symbols that follow the pattern whose rows are `rows`, each with its number of
     /// occurrences, in increasing symbol order (the separator included).
     pub fn next_symbols(&self, rows: Range<u64>) -> Vec<(u16, u64)> {
