@@ -304,3 +304,80 @@ fn index_build_and_inspect_find_titles_in_their_passages() {
     let stderr = fails(t, &["--config", "other.toml", "index", "inspect", "art"]);
     assert!(stderr.contains("is not the tokenizer the index"), "{stderr}");
 }
+
+#[test]
+fn retrieve_writes_a_run_and_candidates_backed_by_the_index() {
+    use dgr_core::candidates::QueryCandidates;
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let minilm = fixtures().join("../../assets/minilm");
+    assert!(minilm.join("model.safetensors").is_file(), "MiniLM weights missing: run scripts/fetch-assets.sh");
+    let input = fixtures().join("wiki-vital/summaries_subset.json");
+    let config = format!(
+        "[job]\ndir = \"job\"\n[prepare]\ninput = {:?}\nsplit = {{ train = 60, dev = 40, test = 0 }}\n\
+         [index]\ntokenizer = {:?}\nsample_rate = 4\n\
+         [train_gen]\ninit = {:?}\ntokenizer = {:?}\nsteps = 30\nbatch_size = 4\nlearning_rate = 5e-4\n\
+         warmup_steps = 0\nsave_every = 0\n\
+         [retrieve]\nbeam = 3\nhits = 5\nbody_tokens = 4\ntitle_tokens = 8\nshard_queries = 2\n",
+        s(&input),
+        s(&minilm.join("tokenizer.json")),
+        s(&minilm),
+        s(&minilm.join("tokenizer.json")),
+    );
+    std::fs::write(t.join("job.toml"), config).unwrap();
+    ok(t, &["--config", "job.toml", "prepare"]);
+    let stderr = fails(t, &["--config", "job.toml", "retrieve"]);
+    assert!(stderr.contains("dgr index build"), "no index yet: {stderr}");
+    ok(t, &["--config", "job.toml", "index", "build"]);
+    let stderr = fails(t, &["--config", "job.toml", "retrieve"]);
+    assert!(stderr.contains("dgr train-gen"), "no student yet: {stderr}");
+    ok(t, &["--config", "job.toml", "train-gen"]);
+
+    let (_, stderr) = ok(t, &["--config", "job.toml", "retrieve", "--split", "dev", "--limit", "5", "--threads", "2"]);
+    assert!(stderr.contains("retrieved") && stderr.contains("model_ms_p50"), "{stderr}");
+    let run = dgr_core::trec::read_run(&t.join("job/runs/gr-dev.trec")).unwrap();
+    // 30 steps teach the student little, but enough for some keys to beat their corpus
+    // frequency (a query whose keys all weigh 0 gets no passages).
+    assert!(!run.rankings.is_empty() && run.rankings.len() <= 5);
+    assert!(run.rankings.values().all(|r| r.len() <= 5));
+
+    // Shards of 2 queries, listed with checksums; every key is where the shard says it is.
+    let out = t.join("job/candidates/dev");
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("candidates.json")).unwrap()).unwrap();
+    assert_eq!(manifest["queries"], 5);
+    let shards = manifest["shards"].as_array().unwrap();
+    assert_eq!(shards.iter().map(|s| s["queries"].as_u64().unwrap()).collect::<Vec<_>>(), vec![2, 2, 1]);
+    let (index, _) = dgr_index::store::open(&t.join("job/index")).unwrap();
+    let passage_index: std::collections::HashMap<&str, u32> =
+        (0..index.passages() as u32).map(|p| (index.passage_id(p).unwrap(), p)).collect();
+    let mut rows = Vec::new();
+    for shard in shards {
+        let path = out.join(shard["file"].as_str().unwrap());
+        let (_, sha) = dgr_core::import::sha256_file(&path).unwrap();
+        assert_eq!(shard["sha256"], sha.as_str());
+        rows.extend(dgr_core::arrow_file::read_records::<QueryCandidates>(&path).unwrap());
+    }
+    assert_eq!(rows.len(), 5);
+    let sources: std::collections::HashSet<&str> =
+        rows.iter().flat_map(|r| r.keys.iter().map(|k| k.source.as_str())).collect();
+    assert!(sources.contains("body") && sources.contains("query-span"), "{sources:?}");
+    for row in &rows {
+        let ranked = run.rankings.get(&row.query_id).cloned().unwrap_or_default();
+        assert_eq!(ranked.iter().map(|d| d.doc_id.clone()).collect::<Vec<_>>(), row.passage_ids);
+        assert!(row.scores.windows(2).all(|w| w[0] >= w[1]), "best first");
+        for key in &row.keys {
+            let start = if key.source == "title" { index.passage_start() } else { index.root() };
+            let prefix = key.tokens.iter().fold(start, |p, &t| index.extend(&p, t));
+            assert_eq!(prefix.count(), key.count, "{key:?}");
+            assert!(key.weight > 0.0 && key.log_prob <= 0.0, "{key:?}");
+        }
+        for (passage, keys) in row.passage_ids.iter().zip(&row.passage_keys) {
+            let text = index.passage_tokens(passage_index[passage.as_str()]);
+            for &k in keys {
+                let tokens = &row.keys[k as usize].tokens;
+                assert!(text.windows(tokens.len()).any(|w| w == tokens.as_slice()), "key {k} not in {passage}");
+            }
+        }
+    }
+}

@@ -28,6 +28,7 @@ pub struct Config {
     pub index: IndexConfig,
     pub eval: EvalConfig,
     pub train_gen: TrainGenConfig,
+    pub retrieve: RetrieveConfig,
 }
 
 /// Where a job keeps its artefacts.
@@ -108,6 +109,44 @@ pub struct TrainGenConfig {
     pub pairs: PairsConfig,
 }
 
+/// Generative retrieval with the stage-1 student over the FM-index (`dgr retrieve`, method §2).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrieveConfig {
+    /// The student: a BERT2BERT directory saved by `dgr train-gen`. Empty: the job's
+    /// `stage1/weights/final`.
+    pub model: PathBuf,
+    /// Beam width of every identifier view.
+    pub beam: usize,
+    /// Passages kept per query.
+    pub hits: usize,
+    /// Length of decoded body spans, in tokens.
+    pub body_tokens: usize,
+    /// Longest title and pseudo-query, `@@` included, in tokens.
+    pub title_tokens: usize,
+    pub pseudo_query_tokens: usize,
+    /// Longest span of query words used as a key.
+    pub query_span_words: usize,
+    /// Tokens of the student's first-step distribution given unigram scores.
+    pub unigram_tokens: usize,
+    /// `s` of the corpus probability `(count + s) / (N + s)`.
+    pub smoothing: f64,
+    /// Power of the clamped key log-odds.
+    pub exponent: f64,
+    /// β of the coverage factor.
+    pub coverage: f64,
+    /// Keys occurring more often than this do not propose candidates.
+    pub max_hits: u64,
+    /// Passages scored in full per query.
+    pub candidates: usize,
+    /// Source length limit of the student, in tokens (as in training).
+    pub max_source_tokens: usize,
+    /// Queries per candidates shard.
+    pub shard_queries: usize,
+    /// Queries decoded at once, each on its own thread; 0 = one per core.
+    pub threads: usize,
+}
+
 /// What to do with a sequence longer than its token limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -142,6 +181,9 @@ impl JobConfig {
     }
     pub fn stage1_dir(&self) -> PathBuf {
         self.dir.join("stage1")
+    }
+    pub fn candidates_dir(&self) -> PathBuf {
+        self.dir.join("candidates")
     }
 }
 
@@ -178,6 +220,18 @@ impl Config {
         if t.steps == 0 || t.batch_size == 0 || t.max_source_tokens < 3 || t.max_target_tokens < 3 {
             return Err(Error::Config(
                 "train_gen.steps and batch_size must be at least 1, max_*_tokens at least 3".into(),
+            ));
+        }
+        let r = &self.retrieve;
+        if r.beam == 0 || r.hits == 0 || r.candidates == 0 || r.shard_queries == 0 || r.max_source_tokens < 3 {
+            return Err(Error::Config(
+                "retrieve.beam, hits, candidates and shard_queries must be at least 1, max_source_tokens at least 3"
+                    .into(),
+            ));
+        }
+        if !(0.0..=1.0).contains(&r.coverage) || r.smoothing <= 0.0 {
+            return Err(Error::Config(
+                "retrieve.coverage must lie in [0, 1] and retrieve.smoothing be positive".into(),
             ));
         }
         if self.eval.recall_at.contains(&0) {

@@ -14,12 +14,14 @@
 
 pub mod arrow_file;
 pub mod atomic;
+pub mod candidates;
 pub mod config;
 pub mod error;
 pub mod import;
 pub mod progress;
 pub mod records;
 pub mod trec;
+pub mod views;
 
 pub use error::{Error, Position, Result};
 pub use records::{Passage, Query};

@@ -107,3 +107,51 @@ fn schema_version_and_nulls_are_checked() {
     write_foreign(&path, &[(FORMAT_KEY, "dgr.corpus"), (VERSION_KEY, "1")], false, vec![Some("a"), Some("b")]);
     assert_eq!(read_records::<Passage>(&path).unwrap().len(), 2);
 }
+
+fn candidates(i: usize) -> dgr_core::candidates::QueryCandidates {
+    use dgr_core::candidates::{CandidateKey, QueryCandidates};
+    let keys: Vec<CandidateKey> = (0..i % 5)
+        .map(|k| CandidateKey {
+            tokens: (0..=k as u32).map(|t| t * 7 + i as u32).collect(),
+            source: ["title", "body", "query-span", "unigram"][k % 4].into(),
+            log_prob: -(k as f64) - 0.5,
+            count: (k * i) as u64,
+            weight: k as f64 * 1.5,
+        })
+        .collect();
+    let passages = i % 4;
+    QueryCandidates {
+        query_id: format!("q{i}"),
+        passage_ids: (0..passages).map(|p| format!("p{p}")).collect(),
+        scores: (0..passages).map(|p| 10.0 - p as f64).collect(),
+        passage_keys: (0..passages)
+            .map(|p| (0..keys.len() as u32).filter(|k| (*k as usize + p) % 2 == 0).collect())
+            .collect(),
+        keys,
+    }
+}
+
+#[test]
+fn candidates_round_trip_and_inconsistent_rows_are_refused() {
+    use dgr_core::candidates::QueryCandidates;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shard-00000.arrow");
+    let rows: Vec<QueryCandidates> = (0..5000).map(candidates).collect();
+    write_records(&path, &[("dgr.split", "dev")], rows.clone()).unwrap();
+    let reader = RecordReader::<QueryCandidates>::open(&path).unwrap();
+    assert!(reader.num_batches() > 1);
+    assert_eq!(reader.metadata()[FORMAT_KEY], "dgr.candidates");
+    assert_eq!(reader.read_all().unwrap(), rows);
+
+    // A key index past the row's keys, and a score list of the wrong length.
+    let mut bad = rows[..10].to_vec();
+    bad[7].passage_keys[1].push(99);
+    write_records(&path, &[], bad).unwrap();
+    let err = read_records::<QueryCandidates>(&path).unwrap_err().to_string();
+    assert!(err.contains("row 7") && err.contains("passage_keys") && err.contains("key index 99"), "{err}");
+    let mut bad = rows[..10].to_vec();
+    bad[3].scores.pop();
+    write_records(&path, &[], bad).unwrap();
+    let err = read_records::<QueryCandidates>(&path).unwrap_err().to_string();
+    assert!(err.contains("row 3") && err.contains("scores"), "{err}");
+}

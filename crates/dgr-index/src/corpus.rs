@@ -46,6 +46,7 @@ impl IndexBuilder {
         let fm = FmIndex::build(&self.text, self.vocab_size as usize + 1, sample_rate)?;
         Ok(CorpusIndex {
             fm,
+            text: self.text,
             passage_starts: self.passage_starts,
             passage_ids: self.passage_ids,
             tokens,
@@ -67,11 +68,13 @@ pub struct Occurrence {
 }
 
 /// A token prefix being extended one token at a time (a beam's state in constrained decoding):
-/// its block of index rows and its length.
+/// its block of index rows, its length in tokens, and whether it must start a passage.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Prefix {
     rows: Range<u64>,
     length: usize,
+    /// Matched behind a separator: only occurrences at the start of a passage count.
+    anchored: bool,
 }
 
 impl Prefix {
@@ -87,12 +90,20 @@ impl Prefix {
     pub fn is_empty(&self) -> bool {
         self.length == 0
     }
+
+    /// Whether only occurrences at the start of a passage are counted.
+    pub fn is_anchored(&self) -> bool {
+        self.anchored
+    }
 }
 
 /// FM-index over a corpus (see the crate doc).
 #[derive(Serialize, Deserialize)]
 pub struct CorpusIndex {
     fm: FmIndex,
+    /// The indexed text in symbols, kept to read passages back when scoring candidates
+    /// (2 bytes per token, cheaper than extracting them from the FM-index).
+    text: Vec<u16>,
     /// Text position of each passage's first token.
     passage_starts: Vec<u64>,
     passage_ids: Vec<String>,
@@ -103,13 +114,19 @@ pub struct CorpusIndex {
 impl CorpusIndex {
     /// The empty prefix: every position of the corpus.
     pub fn root(&self) -> Prefix {
-        Prefix { rows: self.fm.full_range(), length: 0 }
+        Prefix { rows: self.fm.full_range(), length: 0, anchored: false }
+    }
+
+    /// The empty prefix at the start of every passage: its extensions match passage openings
+    /// only (the title view, since a passage's text starts with its title).
+    pub fn passage_start(&self) -> Prefix {
+        Prefix { rows: self.fm.extend(self.fm.full_range(), SEPARATOR), length: 0, anchored: true }
     }
 
     /// `prefix` followed by `token`; its count is 0 when that sequence is not in the corpus.
     pub fn extend(&self, prefix: &Prefix, token: u32) -> Prefix {
         let rows = if token < self.vocab_size { self.fm.extend(prefix.rows.clone(), symbol(token)) } else { 0..0 };
-        Prefix { rows, length: prefix.length + 1 }
+        Prefix { rows, length: prefix.length + 1, anchored: prefix.anchored }
     }
 
     /// The prefix state of `tokens` (count 0 when they are not in the corpus).
@@ -142,18 +159,38 @@ impl CorpusIndex {
         if tokens.is_empty() {
             return Vec::new();
         }
-        let prefix = self.prefix(tokens);
+        self.locate_prefix(&self.prefix(tokens), limit)
+    }
+
+    /// Up to `limit` occurrences of `prefix` (an anchored one at offset 0 of its passages),
+    /// sorted by passage and offset. The empty prefix has none.
+    pub fn locate_prefix(&self, prefix: &Prefix, limit: usize) -> Vec<Occurrence> {
+        if prefix.is_empty() {
+            return Vec::new();
+        }
+        let anchor = u64::from(prefix.anchored);
         let mut found: Vec<Occurrence> = self
             .fm
-            .locate(prefix.rows, tokens.len(), limit)
+            .locate(prefix.rows.clone(), prefix.length + anchor as usize, limit)
             .into_iter()
             .map(|position| {
+                let position = position + anchor;
                 let passage = self.passage_starts.partition_point(|&start| start <= position) - 1;
                 Occurrence { passage: passage as u32, offset: (position - self.passage_starts[passage]) as u32 }
             })
             .collect();
         found.sort_unstable();
         found
+    }
+
+    /// The tokens of the passage at `index` (corpus order); empty for an unknown index.
+    pub fn passage_tokens(&self, index: u32) -> Vec<u32> {
+        let Some(&start) = self.passage_starts.get(index as usize) else {
+            return Vec::new();
+        };
+        let start = start as usize;
+        let end = self.text[start..].iter().position(|&s| s == SEPARATOR).map_or(self.text.len(), |e| start + e);
+        self.text[start..end].iter().map(|&s| u32::from(s) - 1).collect()
     }
 
     /// N: tokens in the corpus, separators not counted.

@@ -4,10 +4,7 @@
 
 use dgr_core::Passage;
 
-/// Closes a title or a pseudo-query.
-pub const END_MARK: &str = "@@";
-/// Opens a pseudo-query.
-pub const PSEUDO_QUERY_MARK: &str = "||";
+pub use dgr_core::views::{END_MARK, PSEUDO_QUERY_MARK};
 
 /// `title @@ body || pq1 @@ || pq2 @@ ...` (the title part is left out when there is no title).
 pub fn passage_layout(passage: &Passage) -> String {

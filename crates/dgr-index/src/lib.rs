@@ -6,6 +6,7 @@
 //!   wavelet-tree range listing;
 //! - [`corpus`]: the index of a corpus in token ids — passages in order, [`corpus::Prefix`]
 //!   states for beam search, count / locate (passage and offset) / next tokens, N;
+//! - [`evidence`]: key weights and passage scores from the keys a query's decoding found;
 //! - [`layout`]: how a passage is written for indexing (`title @@ body || pq @@ ...`);
 //! - [`store`]: the index directory on disk (`index.bin` + `index.json` manifest).
 //!
@@ -13,6 +14,7 @@
 
 pub mod corpus;
 pub mod error;
+pub mod evidence;
 pub mod fm;
 pub mod layout;
 pub mod store;

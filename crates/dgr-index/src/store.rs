@@ -12,7 +12,7 @@ use crate::corpus::CorpusIndex;
 use crate::error::IndexError;
 
 pub const FORMAT: &str = "dgr.fm-index";
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 pub const MANIFEST_FILE: &str = "index.json";
 pub const INDEX_FILE: &str = "index.bin";
 

@@ -83,6 +83,25 @@ proptest! {
             prop_assert_eq!(prefix.len(), pattern.len());
             let next = index.next_tokens(&prefix);
             prop_assert_eq!(next, scan_next(&passages, pattern), "next tokens of {:?}", pattern);
+
+            // The same pattern anchored at passage starts: only the occurrences at offset 0 (the
+            // scan of the empty pattern lists every offset, so its openings are the passage starts).
+            let opening: Vec<Occurrence> = expected.iter().copied().filter(|o| o.offset == 0).collect();
+            let anchored = pattern.iter().fold(index.passage_start(), |p, &t| index.extend(&p, t));
+            prop_assert!(anchored.is_anchored());
+            prop_assert_eq!(anchored.len(), pattern.len());
+            if !pattern.is_empty() {
+                prop_assert_eq!(anchored.count(), opening.len() as u64, "anchored count {:?}", pattern);
+                prop_assert_eq!(index.locate_prefix(&anchored, usize::MAX), opening.clone(), "anchored {:?}", pattern);
+            }
+            let next_anchored: BTreeMap<u32, u64> = opening.iter().fold(BTreeMap::new(), |mut next, o| {
+                if let Some(&t) = passages[o.passage as usize].get(pattern.len()) {
+                    *next.entry(t).or_default() += 1;
+                }
+                next
+            });
+            let expected_next: Vec<(u32, u64)> = next_anchored.into_iter().collect();
+            prop_assert_eq!(index.next_tokens(&anchored), expected_next, "anchored next tokens of {:?}", pattern);
         }
     }
 

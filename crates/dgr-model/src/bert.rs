@@ -229,8 +229,14 @@ pub struct EncoderInput {
 impl BertEmbeddings {
     /// `LayerNorm(word + position + token type)`, positions counted from 0.
     pub fn forward(&self, input_ids: Tensor<2, Int>, token_type_ids: Tensor<2, Int>) -> Tensor<3> {
+        self.forward_at(input_ids, token_type_ids, 0)
+    }
+
+    /// As [`BertEmbeddings::forward`], with positions counted from `start` (incremental decoding).
+    pub fn forward_at(&self, input_ids: Tensor<2, Int>, token_type_ids: Tensor<2, Int>, start: usize) -> Tensor<3> {
         let [batch, length] = input_ids.dims();
-        let positions = Tensor::<1, Int>::arange(0..length as i64, &input_ids.device())
+        let start = start as i64;
+        let positions = Tensor::<1, Int>::arange(start..start + length as i64, &input_ids.device())
             .reshape([1, length])
             .expand([batch, length]);
         let x = self.word_embeddings.forward(input_ids)
@@ -286,13 +292,25 @@ impl BertAttention {
 impl SelfAttention {
     /// `x [B, Lq, d]` attends to `memory [B, Lk, d]`; `mask [B, heads, Lq, Lk]`.
     fn forward(&self, x: Tensor<3>, memory: Tensor<3>, mask: Tensor<4, Bool>) -> Tensor<3> {
+        let (k, v) = self.keys_values(memory);
+        self.attend(x, k, v, Some(mask))
+    }
+
+    /// Projected keys and values of `memory [B, L, d]`, each `[B, heads, L, d / heads]`.
+    pub(crate) fn keys_values(&self, memory: Tensor<3>) -> (Tensor<4>, Tensor<4>) {
+        (self.split_heads(self.key.forward(memory.clone())), self.split_heads(self.value.forward(memory)))
+    }
+
+    fn split_heads(&self, x: Tensor<3>) -> Tensor<4> {
+        let [batch, length, hidden] = x.dims();
+        x.reshape([batch, length, self.heads, hidden / self.heads]).swap_dims(1, 2)
+    }
+
+    /// Attention of `x [B, Lq, d]` over projected keys and values; `mask [B, heads, Lq, Lk]`.
+    pub(crate) fn attend(&self, x: Tensor<3>, k: Tensor<4>, v: Tensor<4>, mask: Option<Tensor<4, Bool>>) -> Tensor<3> {
         let [batch, lq, hidden] = x.dims();
-        let lk = memory.dims()[1];
-        let split = |t: Tensor<3>, len| t.reshape([batch, len, self.heads, hidden / self.heads]).swap_dims(1, 2);
-        let q = split(self.query.forward(x), lq);
-        let k = split(self.key.forward(memory.clone()), lk);
-        let v = split(self.value.forward(memory), lk);
-        let context = attention(q, k, v, Some(mask), None, AttentionModuleOptions::default());
+        let q = self.split_heads(self.query.forward(x));
+        let context = attention(q, k, v, mask, None, AttentionModuleOptions::default());
         context.swap_dims(1, 2).reshape([batch, lq, hidden])
     }
 }

@@ -15,7 +15,7 @@ use crate::bert::{
     AddNorm, BertAttention, BertConfig, BertEmbeddings, BertModel, EncoderInput, Intermediate, padding_mask,
 };
 use crate::error::{ModelError, Result};
-use crate::seq2seq::{Encoded, EncoderDecoder, Source};
+use crate::seq2seq::{DecoderCache, Encoded, EncoderDecoder, Source};
 use crate::weights::{LoadReport, load_safetensors, load_safetensors_partial, save_model_dir};
 
 /// HF `EncoderDecoderModel` `config.json`: the two BERT configs and the special tokens.
@@ -242,5 +242,31 @@ impl EncoderDecoder for Bert2Bert {
 
     fn decoder_start(&self) -> u32 {
         self.decoder_start
+    }
+
+    fn start_decoding(&self, encoded: &Encoded) -> DecoderCache {
+        let layers = &self.decoder.bert.encoder.layer;
+        let heads = layers.first().map_or(1, |l| l.crossattention.self_attn.heads);
+        let cross_kv = layers.iter().map(|l| l.crossattention.self_attn.keys_values(encoded.states.clone())).collect();
+        DecoderCache::new(cross_kv, &encoded.mask, heads)
+    }
+
+    fn next_logits(&self, cache: &mut DecoderCache, tokens: Tensor<1, Int>) -> Tensor<2> {
+        let [beams] = tokens.dims();
+        let ids = tokens.reshape([beams, 1]);
+        let mut x = self.decoder.bert.embeddings.forward_at(ids.clone(), ids.zeros_like(), cache.length);
+        for (i, layer) in self.decoder.bert.encoder.layer.iter().enumerate() {
+            let attention = &layer.attention;
+            let (k, v) = attention.self_attn.keys_values(x.clone());
+            let (k, v) = cache.push_self(i, k, v);
+            x = attention.output.forward(attention.self_attn.attend(x.clone(), k, v, None), x);
+            let cross = &layer.crossattention;
+            let (k, v, mask) = cache.cross(i);
+            x = cross.output.forward(cross.self_attn.attend(x.clone(), k, v, Some(mask)), x);
+            x = layer.output.forward(layer.intermediate.forward(x.clone()), x);
+        }
+        cache.length += 1;
+        let vocab = self.decoder.bert.embeddings.word_embeddings.weight.dims()[0];
+        self.logits(x).reshape([beams, vocab])
     }
 }

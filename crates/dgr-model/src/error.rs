@@ -27,6 +27,14 @@ pub enum ModelError {
     /// A sequence over the length limit under the `error` policy (`text`: its first 80 characters).
     #[error("sequence longer than {max_length} tokens: {text:?} (raise the limit, or set the policy to truncate)")]
     TooLong { text: String, max_length: usize },
+    /// Tensor values could not be read back from the device.
+    #[error("cannot read tensor values back: {0}")]
+    ReadBack(String),
+}
+
+/// The values of a float tensor, on the host.
+pub(crate) fn host_values(data: burn::tensor::TensorData) -> Result<Vec<f32>> {
+    data.convert::<f32>().try_into_vec::<f32>().map_err(|e| ModelError::ReadBack(format!("{e:?}")))
 }
 
 /// Reads a model's `config.json` as `T`; `what` names the expected kind in the error.

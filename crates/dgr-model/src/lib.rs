@@ -6,6 +6,8 @@
 //! - [`seq2seq`]: the student, BART-compatible, and the [`seq2seq::EncoderDecoder`] trait with
 //!   the generation loss and teacher-forced key scores; [`bert2bert`]: the BERT2BERT student,
 //!   warm-started from a pretrained BERT;
+//! - [`beam`]: beam search constrained by the corpus index, keeping keys; [`retrieve`]: keys of
+//!   all views plus query spans, ranked into passages by `dgr_index::evidence`;
 //! - [`weights`]: HF safetensors loading with clear errors for missing or mis-shaped tensors;
 //! - [`tokenizer`]: HF `tokenizer.json` tokenizers and padded batches;
 //! - [`allocator`]: keeps freed CPU tensor buffers in the process (call at start-up).
@@ -15,12 +17,14 @@
 //! This crate knows nothing of files beyond model directories, nor of processes or the network.
 
 pub mod allocator;
+pub mod beam;
 pub mod bert;
 pub mod bert2bert;
 pub mod device;
 pub mod error;
 pub mod heads;
 mod init;
+pub mod retrieve;
 pub mod seq2seq;
 pub mod tokenizer;
 pub mod weights;

@@ -232,6 +232,35 @@ pub struct DecoderCache {
 }
 
 impl DecoderCache {
+    /// A cache with nothing decoded yet: `cross_kv` holds each layer's projected source keys and
+    /// values, `mask [beams, source]` is 1 for source tokens, 0 for padding.
+    pub(crate) fn new(cross_kv: Vec<(Tensor<4>, Tensor<4>)>, mask: &Tensor<2, Int>, heads: usize) -> Self {
+        let [beams, source] = mask.dims();
+        DecoderCache {
+            self_kv: vec![None; cross_kv.len()],
+            cross_kv,
+            cross_mask: mask.clone().equal_elem(0).reshape([beams, 1, 1, source]).expand([beams, heads, 1, source]),
+            length: 0,
+        }
+    }
+
+    /// Appends the new token's keys and values to layer `layer`'s history and returns the whole
+    /// history, `[beams, heads, length, d / heads]` each.
+    pub(crate) fn push_self(&mut self, layer: usize, k: Tensor<4>, v: Tensor<4>) -> (Tensor<4>, Tensor<4>) {
+        let (k, v) = match self.self_kv[layer].take() {
+            Some((past_k, past_v)) => (Tensor::cat(vec![past_k, k], 2), Tensor::cat(vec![past_v, v], 2)),
+            None => (k, v),
+        };
+        self.self_kv[layer] = Some((k.clone(), v.clone()));
+        (k, v)
+    }
+
+    /// Layer `layer`'s source keys and values and the source padding mask.
+    pub(crate) fn cross(&self, layer: usize) -> (Tensor<4>, Tensor<4>, Tensor<4, Bool>) {
+        let (k, v) = self.cross_kv[layer].clone();
+        (k, v, self.cross_mask.clone())
+    }
+
     /// Keeps row `beams[i]` as row `i` (rows may repeat or disappear).
     pub fn reorder(&self, beams: Tensor<1, Int>) -> Self {
         let pick = |t: &Tensor<4>| t.clone().select(0, beams.clone());
@@ -339,15 +368,53 @@ impl EncoderDecoder for Seq2Seq {
     fn decoder_start(&self) -> u32 {
         self.decoder_start
     }
+
+    fn start_decoding(&self, encoded: &Encoded) -> DecoderCache {
+        let heads = self.decoder.layers.first().map_or(1, |l| l.encoder_attn.heads);
+        let cross_kv = self.decoder.layers.iter().map(|l| l.encoder_attn.keys_values(encoded.states.clone())).collect();
+        DecoderCache::new(cross_kv, &encoded.mask, heads)
+    }
+
+    fn next_logits(&self, cache: &mut DecoderCache, tokens: Tensor<1, Int>) -> Tensor<2> {
+        let [beams] = tokens.dims();
+        let device = tokens.device();
+        let d = &self.decoder;
+        let position = (POSITION_OFFSET + cache.length) as i64;
+        let position = Tensor::<1, Int>::arange(position..position + 1, &device).reshape([1, 1]).expand([beams, 1]);
+        let tokens = self.shared.forward(tokens.reshape([beams, 1])) * self.embed_scale;
+        let mut x = d.layernorm_embedding.forward(tokens + d.embed_positions.forward(position));
+        for (i, layer) in d.layers.iter().enumerate() {
+            let (k, v) = layer.self_attn.keys_values(x.clone());
+            let (k, v) = cache.push_self(i, k, v);
+            let attended = layer.self_attn.attend(x.clone(), k, v, None);
+            x = layer.self_attn_layer_norm.forward(x + attended);
+            let (k, v, mask) = cache.cross(i);
+            let attended = layer.encoder_attn.attend(x.clone(), k, v, Some(mask));
+            x = layer.encoder_attn_layer_norm.forward(x + attended);
+            let hidden = layer.fc2.forward(gelu(layer.fc1.forward(x.clone())));
+            x = layer.final_layer_norm.forward(x + hidden);
+        }
+        cache.length += 1;
+        let vocab = self.final_logits_bias.dims()[1];
+        self.logits(x).reshape([beams, vocab])
+    }
 }
 
-/// What the training losses and key scores need of an encoder-decoder: the encoder, the
-/// teacher-forced decoder, and the start token. The student architectures implement it.
+/// What training, key scoring and beam search need of an encoder-decoder: the encoder, the
+/// teacher-forced decoder, incremental decoding with a cache, and the start token. The student architectures implement it.
 pub trait EncoderDecoder {
     fn encode(&self, source: &Source) -> Encoded;
     /// Logits `[batch, length, vocab]` for decoder inputs `[batch, length]` (teacher forcing).
     fn decode(&self, encoded: &Encoded, decoder_ids: Tensor<2, Int>) -> Tensor<3>;
     fn decoder_start(&self) -> u32;
+
+    /// A cache for decoding one beam per row of `encoded` (expand `encoded` first for several
+    /// beams per source).
+    fn start_decoding(&self, encoded: &Encoded) -> DecoderCache;
+
+    /// Feeds one token per beam (`[beams]`) and returns the logits of the next token,
+    /// `[beams, vocab]`; equal to [`EncoderDecoder::decode`]'s logits at the same position.
+    fn next_logits(&self, cache: &mut DecoderCache, tokens: Tensor<1, Int>) -> Tensor<2>;
 
     /// Decoder inputs for `labels`: the start token, then the labels shifted right (positions
     /// without a target read as padding), as HF `shift_tokens_right`.
@@ -390,60 +457,6 @@ pub trait EncoderDecoder {
         let (targets, valid) = targets(&labels, length, &device);
         let picked = log_probs.gather(2, targets.reshape([count, length, 1])).reshape([count, length]);
         (picked * valid).sum_dim(1).reshape([count])
-    }
-}
-
-impl Seq2Seq {
-    /// A cache for decoding one beam per row of `encoded` (expand `encoded` first for several
-    /// beams per source).
-    pub fn start_decoding(&self, encoded: &Encoded) -> DecoderCache {
-        let [batch, source] = encoded.mask.dims();
-        let heads = self.decoder.layers.first().map_or(1, |l| l.encoder_attn.heads);
-        DecoderCache {
-            self_kv: vec![None; self.decoder.layers.len()],
-            cross_kv: self.decoder.layers.iter().map(|l| l.encoder_attn.keys_values(encoded.states.clone())).collect(),
-            cross_mask: encoded
-                .mask
-                .clone()
-                .equal_elem(0)
-                .reshape([batch, 1, 1, source])
-                .expand([batch, heads, 1, source]),
-            length: 0,
-        }
-    }
-
-    /// Feeds one token per beam (`[beams]`) and returns the logits of the next token,
-    /// `[beams, vocab]`; equal to [`Seq2Seq::decode`]'s logits at the same position.
-    pub fn next_logits(&self, cache: &mut DecoderCache, tokens: Tensor<1, Int>) -> Tensor<2> {
-        let [beams] = tokens.dims();
-        let device = tokens.device();
-        let d = &self.decoder;
-        let position = Tensor::<1, Int>::arange(
-            (POSITION_OFFSET + cache.length) as i64..(POSITION_OFFSET + cache.length + 1) as i64,
-            &device,
-        )
-        .reshape([1, 1])
-        .expand([beams, 1]);
-        let tokens = self.shared.forward(tokens.reshape([beams, 1])) * self.embed_scale;
-        let mut x = d.layernorm_embedding.forward(tokens + d.embed_positions.forward(position));
-        for (i, layer) in d.layers.iter().enumerate() {
-            let (k, v) = layer.self_attn.keys_values(x.clone());
-            let (k, v) = match cache.self_kv[i].take() {
-                Some((past_k, past_v)) => (Tensor::cat(vec![past_k, k], 2), Tensor::cat(vec![past_v, v], 2)),
-                None => (k, v),
-            };
-            cache.self_kv[i] = Some((k.clone(), v.clone()));
-            let attended = layer.self_attn.attend(x.clone(), k, v, None);
-            x = layer.self_attn_layer_norm.forward(x + attended);
-            let (ck, cv) = cache.cross_kv[i].clone();
-            let attended = layer.encoder_attn.attend(x.clone(), ck, cv, Some(cache.cross_mask.clone()));
-            x = layer.encoder_attn_layer_norm.forward(x + attended);
-            let hidden = layer.fc2.forward(gelu(layer.fc1.forward(x.clone())));
-            x = layer.final_layer_norm.forward(x + hidden);
-        }
-        cache.length += 1;
-        let vocab = self.final_logits_bias.dims()[1];
-        self.logits(x).reshape([beams, vocab])
     }
 }
 

@@ -23,6 +23,14 @@ fn forward_pass_losses_and_key_scores_match_transformers() {
 }
 
 #[test]
+fn incremental_decoding_with_a_cache_equals_teacher_forcing_and_follows_beam_reordering() {
+    let device = Device::flex();
+    let (dir, reference) = model_fixture("tiny-bert2bert");
+    let (model, config, _) = Bert2Bert::load(&dir, &device).unwrap();
+    assert_incremental_decoding_matches(&model, &reference, config.pad_token_id, &device);
+}
+
+#[test]
 fn gradients_match_transformers() {
     let device = Device::flex().autodiff();
     let (dir, reference) = model_fixture("tiny-bert2bert");

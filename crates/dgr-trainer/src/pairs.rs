@@ -6,7 +6,7 @@
 //! |---|---|---|
 //! | title | `<text> \|\| title \|\| +` | `<title> @@` (`@@` closes a title) |
 //! | body | `<text> \|\| body \|\| +` | a span of `span_words` words of the passage |
-//! | pseudo-query | `<text> \|\| query \|\| +` | one pseudo-query of the passage |
+//! | pseudo-query | `<text> \|\| query \|\| +` | `<pseudo-query> @@`, one of the passage's |
 //!
 //! Supervised pairs take a training query as `<text>`; unsupervised pairs take the passage's own
 //! title or pseudo-queries, so every passage of the corpus is seen even without queries. Body
@@ -20,26 +20,8 @@ use dgr_core::{Passage, Query};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-/// Closes a title target, so that decoding can require complete titles.
-pub const TITLE_END: &str = "@@";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum View {
-    Title,
-    Body,
-    PseudoQuery,
-}
-
-impl View {
-    /// The prompt suffix that selects this view on the source side.
-    pub fn prompt(self) -> &'static str {
-        match self {
-            View::Title => "|| title || +",
-            View::Body => "|| body || +",
-            View::PseudoQuery => "|| query || +",
-        }
-    }
-}
+use dgr_core::views::END_MARK;
+pub use dgr_core::views::View;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TrainingPair {
@@ -81,11 +63,13 @@ impl Default for PairConfig {
 }
 
 fn source(text: &str, view: View) -> String {
-    format!("{} {}", text.trim(), view.prompt())
+    view.source(text)
 }
 
-fn title_target(title: &str) -> String {
-    format!("{} {TITLE_END}", title.trim())
+/// A title or pseudo-query target, closed by `@@` as in the index layout, so that decoding can
+/// require complete identifiers.
+fn closed(identifier: &str) -> String {
+    format!("{} {END_MARK}", identifier.trim())
 }
 
 fn words(text: &str) -> Vec<&str> {
@@ -135,7 +119,7 @@ pub fn supervised_pairs(query: &str, passage: &Passage, config: &PairConfig, rng
         for _ in 0..config.titles {
             pairs.push(TrainingPair {
                 source: source(query, View::Title),
-                target: title_target(&passage.title),
+                target: closed(&passage.title),
                 view: View::Title,
             });
         }
@@ -148,7 +132,7 @@ pub fn supervised_pairs(query: &str, passage: &Passage, config: &PairConfig, rng
             let pq = &passage.pseudo_queries[rng.random_range(0..passage.pseudo_queries.len())];
             pairs.push(TrainingPair {
                 source: source(query, View::PseudoQuery),
-                target: pq.clone(),
+                target: closed(pq),
                 view: View::PseudoQuery,
             });
         }
@@ -170,7 +154,7 @@ pub fn unsupervised_pairs(passage: &Passage, config: &PairConfig, rng: &mut StdR
         for pq in passage.pseudo_queries.iter().take(config.pseudo_queries) {
             pairs.push(TrainingPair {
                 source: source(pq, View::Title),
-                target: title_target(&passage.title),
+                target: closed(&passage.title),
                 view: View::Title,
             });
         }

@@ -1,6 +1,6 @@
 //! `dgr index`: the FM-index of the corpus in the student's token ids (method §2).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use dgr_core::Passage;
@@ -8,9 +8,9 @@ use dgr_core::arrow_file::read_records;
 use dgr_core::config::Config;
 use dgr_core::import::sha256_file;
 use dgr_core::progress::{Progress, Unit};
-use dgr_index::IndexBuilder;
 use dgr_index::layout::passage_layout;
-use dgr_index::store::{self, Provenance};
+use dgr_index::store::{self, IndexManifest, Provenance};
+use dgr_index::{CorpusIndex, IndexBuilder};
 use dgr_model::tokenizer::TextTokenizer;
 use tracing::info;
 
@@ -40,6 +40,16 @@ pub enum Command {
         limit: usize,
         text: String,
     },
+}
+
+/// Opens the index in `dir`, refusing it unless it was built with `index.tokenizer`.
+pub fn open_index(config: &Config, dir: &Path) -> anyhow::Result<(CorpusIndex, IndexManifest)> {
+    let (index, manifest) = store::open(dir).context("cannot open the FM-index (build it with `dgr index build`)")?;
+    let tokenizer = &config.index.tokenizer;
+    if sha256_file(tokenizer)?.1 != manifest.tokenizer_sha256 {
+        bail!("{} is not the tokenizer the index in {} was built with", tokenizer.display(), dir.display());
+    }
+    Ok((index, manifest))
 }
 
 pub fn run(config: &Config, command: &Command) -> anyhow::Result<()> {
@@ -79,14 +89,7 @@ pub fn run(config: &Config, command: &Command) -> anyhow::Result<()> {
         }
         Command::Inspect { index_dir, limit, text } => {
             let dir = index_dir.clone().unwrap_or_else(|| config.job.index_dir());
-            let (index, manifest) = store::open(&dir)?;
-            if sha256_file(tokenizer_path)?.1 != manifest.tokenizer_sha256 {
-                bail!(
-                    "{} is not the tokenizer the index in {} was built with",
-                    tokenizer_path.display(),
-                    dir.display()
-                );
-            }
+            let (index, _) = open_index(config, &dir)?;
             let tokens = tokenizer.tokens(vec![text.clone()])?.pop().unwrap_or_default();
             let prefix = index.prefix(&tokens);
             let count = prefix.count();

@@ -5,6 +5,7 @@ mod eval;
 mod index;
 mod pipeline;
 mod prepare;
+mod retrieve;
 mod train_gen;
 
 use std::path::Path;
@@ -30,6 +31,9 @@ pub enum Command {
     /// Stage 1: train the BERT2BERT student (warm-started from MiniLM) to generate the
     /// identifiers of relevant passages; writes <job.dir>/stage1/.
     TrainGen(train_gen::Args),
+    /// Generative retrieval with the stage-1 student over the FM-index: a TREC run
+    /// (<job.dir>/runs/gr-<split>.trec) and candidate shards (<job.dir>/candidates/<split>/).
+    Retrieve(retrieve::Args),
     /// Run the whole pipeline of the configured job (today: prepare, BM25, eval).
     Run(pipeline::Args),
 }
@@ -41,6 +45,7 @@ pub fn run(command: Command, config_file: Option<&Path>) -> anyhow::Result<()> {
         Command::Index(cmd) => index::run(&load_config(config_file, Figment::new())?, &cmd),
         Command::Eval(args) => eval::run(&load_config(config_file, Figment::new())?, &args),
         Command::TrainGen(args) => train_gen::run(&load_config(config_file, args.overrides())?),
+        Command::Retrieve(args) => retrieve::run(&load_config(config_file, args.overrides())?, &args),
         Command::Run(args) => pipeline::run(&load_config(config_file, Figment::new())?, &args),
     }
 }

@@ -130,3 +130,47 @@ pub fn assert_key_scores_match(model: &impl EncoderDecoder, reference: &serde_js
     let diff = max_abs_diff(&scores, &floats(&reference["key_scores"]));
     assert!(diff <= 1e-4, "key scores {scores:?} differ by {diff}");
 }
+
+/// Decoding one token at a time with the cache gives the teacher-forced logits, and a cache
+/// reordered between steps (as beam search does) continues the reordered histories.
+pub fn assert_incremental_decoding_matches(
+    model: &impl EncoderDecoder,
+    reference: &serde_json::Value,
+    pad: u32,
+    device: &Device,
+) {
+    let encoded = model.encode(&source(reference, device));
+    let labels = rows(&reference["labels"]);
+    let decoder_ids = model.shift_right(&labels, pad, device);
+    let [batch, length] = decoder_ids.dims();
+    let full = values(model.decode(&encoded, decoder_ids.clone()));
+    let vocab = full.len() / (batch * length);
+
+    let mut cache = model.start_decoding(&encoded);
+    for t in 0..length {
+        let tokens = decoder_ids.clone().slice([0..batch, t..t + 1]).reshape([batch]);
+        let step = values(model.next_logits(&mut cache, tokens));
+        for b in 0..batch {
+            let expected = &full[(b * length + t) * vocab..(b * length + t + 1) * vocab];
+            let diff = max_abs_diff(&step[b * vocab..(b + 1) * vocab], expected);
+            assert!(diff <= 1e-4, "step {t}, beam {b}: differs by {diff}");
+        }
+    }
+    assert_eq!(cache.length, length);
+
+    // Swap the beams after two steps: the continuation must follow the swapped histories.
+    let mut cache = model.start_decoding(&encoded);
+    for t in 0..2 {
+        let tokens = decoder_ids.clone().slice([0..batch, t..t + 1]).reshape([batch]);
+        model.next_logits(&mut cache, tokens);
+    }
+    let swap = Tensor::<1, Int>::from_data(TensorData::new(vec![1i64, 0], [2]), device);
+    let mut swapped = cache.reorder(swap.clone());
+    let next = decoder_ids.clone().slice([0..batch, 2..3]).reshape([batch]).select(0, swap);
+    let step = values(model.next_logits(&mut swapped, next));
+    for (row, original) in [(0, 1), (1, 0)] {
+        let expected = &full[(original * length + 2) * vocab..(original * length + 3) * vocab];
+        let diff = max_abs_diff(&step[row * vocab..(row + 1) * vocab], expected);
+        assert!(diff <= 1e-4, "reordered row {row} differs by {diff}");
+    }
+}

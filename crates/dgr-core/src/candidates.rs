@@ -1,0 +1,205 @@
+//! Candidate passages of generative retrieval, one row per query (`dgr.candidates`): the ranked
+//! passages with the generator's scores, and the keys behind them — their token ids, where they
+//! came from, the student's log-probability, the corpus count and the key weight — so that the
+//! teacher and the stage-2 trainer can work from the same evidence.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow_array::builder::{Float64Builder, ListBuilder, UInt32Builder, UInt64Builder};
+use arrow_array::types::{Float64Type, UInt32Type, UInt64Type};
+use arrow_array::{Array, ArrayRef, ArrowPrimitiveType, ListArray, PrimitiveArray, RecordBatch, StringArray};
+use arrow_schema::{DataType, Field};
+
+use crate::arrow_file::{ArrowRecord, BatchColumns, string_list_column, string_list_type};
+use crate::error::{Error, Position, Result};
+
+/// A key behind a query's candidates.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CandidateKey {
+    /// Token ids of the student's tokenizer, as matched in the index (markers included).
+    pub tokens: Vec<u32>,
+    /// `title`, `body`, `pseudo-query`, `query-span` or `unigram`.
+    pub source: String,
+    /// The student's log P(key | query).
+    pub log_prob: f64,
+    /// Occurrences in the corpus (at passage starts for titles).
+    pub count: u64,
+    pub weight: f64,
+}
+
+/// One query's candidates, best first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueryCandidates {
+    pub query_id: String,
+    pub passage_ids: Vec<String>,
+    pub scores: Vec<f64>,
+    /// Per passage, the indices into `keys` of the keys that counted for it.
+    pub passage_keys: Vec<Vec<u32>>,
+    pub keys: Vec<CandidateKey>,
+}
+
+fn item(data_type: DataType) -> Arc<Field> {
+    Arc::new(Field::new_list_field(data_type, false))
+}
+
+fn list_of(data_type: DataType) -> DataType {
+    DataType::List(item(data_type))
+}
+
+impl ArrowRecord for QueryCandidates {
+    const FORMAT: &'static str = "dgr.candidates";
+    const VERSION: u32 = 1;
+
+    fn fields() -> Vec<Field> {
+        vec![
+            Field::new("query_id", DataType::Utf8, false),
+            Field::new("passage_ids", string_list_type(), false),
+            Field::new("scores", list_of(DataType::Float64), false),
+            Field::new("passage_keys", list_of(list_of(DataType::UInt32)), false),
+            Field::new("key_tokens", list_of(list_of(DataType::UInt32)), false),
+            Field::new("key_sources", string_list_type(), false),
+            Field::new("key_log_probs", list_of(DataType::Float64), false),
+            Field::new("key_counts", list_of(DataType::UInt64), false),
+            Field::new("key_weights", list_of(DataType::Float64), false),
+        ]
+    }
+
+    fn columns(rows: &[Self]) -> Vec<ArrayRef> {
+        let sources: Vec<Vec<String>> =
+            rows.iter().map(|r| r.keys.iter().map(|k| k.source.clone()).collect()).collect();
+        vec![
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r.query_id))),
+            string_list_column(rows.iter().map(|r| r.passage_ids.as_slice())),
+            float_lists(rows.iter().map(|r| r.scores.clone())),
+            nested_u32_lists(rows.iter().map(|r| r.passage_keys.clone())),
+            nested_u32_lists(rows.iter().map(|r| r.keys.iter().map(|k| k.tokens.clone()).collect())),
+            string_list_column(sources.iter().map(Vec::as_slice)),
+            float_lists(rows.iter().map(|r| r.keys.iter().map(|k| k.log_prob).collect())),
+            u64_lists(rows.iter().map(|r| r.keys.iter().map(|k| k.count).collect())),
+            float_lists(rows.iter().map(|r| r.keys.iter().map(|k| k.weight).collect())),
+        ]
+    }
+
+    fn from_batch(batch: &RecordBatch, path: &Path, first_row: u64) -> Result<Vec<Self>> {
+        let cols = BatchColumns { batch, path, first_row };
+        let query_ids = cols.strings("query_id")?;
+        let passage_ids = cols.string_lists("passage_ids")?;
+        let key_sources = cols.string_lists("key_sources")?;
+        let column = |name: &str| {
+            batch.column_by_name(name).ok_or_else(|| Error::format(path, format!("missing column `{name}`")))
+        };
+        let scores = primitive_lists::<Float64Type>(column("scores")?, path, "scores")?;
+        let log_probs = primitive_lists::<Float64Type>(column("key_log_probs")?, path, "key_log_probs")?;
+        let counts = primitive_lists::<UInt64Type>(column("key_counts")?, path, "key_counts")?;
+        let weights = primitive_lists::<Float64Type>(column("key_weights")?, path, "key_weights")?;
+        let passage_keys = nested_lists(column("passage_keys")?, path, "passage_keys")?;
+        let key_tokens = nested_lists(column("key_tokens")?, path, "key_tokens")?;
+
+        let mut rows = Vec::with_capacity(batch.num_rows());
+        for i in 0..batch.num_rows() {
+            let bad = |field: &str, detail: String| {
+                Error::input(path, Position::Row(first_row + i as u64), field, "is inconsistent", detail)
+            };
+            let passages = passage_ids.get(i);
+            let keys = key_tokens[i].len();
+            for (name, len) in [("scores", scores[i].len()), ("passage_keys", passage_keys[i].len())] {
+                if len != passages.len() {
+                    return Err(bad(name, format!("{len} entries for {} passages", passages.len())));
+                }
+            }
+            let sources = key_sources.get(i);
+            for (name, len) in [
+                ("key_sources", sources.len()),
+                ("key_log_probs", log_probs[i].len()),
+                ("key_counts", counts[i].len()),
+                ("key_weights", weights[i].len()),
+            ] {
+                if len != keys {
+                    return Err(bad(name, format!("{len} entries for {keys} keys")));
+                }
+            }
+            if let Some(k) = passage_keys[i].iter().flatten().find(|&&k| k as usize >= keys) {
+                return Err(bad("passage_keys", format!("key index {k} with {keys} keys")));
+            }
+            rows.push(QueryCandidates {
+                query_id: query_ids.value(i).to_string(),
+                passage_ids: passages,
+                scores: scores[i].clone(),
+                passage_keys: passage_keys[i].clone(),
+                keys: (0..keys)
+                    .map(|k| CandidateKey {
+                        tokens: key_tokens[i][k].clone(),
+                        source: sources[k].clone(),
+                        log_prob: log_probs[i][k],
+                        count: counts[i][k],
+                        weight: weights[i][k],
+                    })
+                    .collect(),
+            });
+        }
+        Ok(rows)
+    }
+}
+
+fn float_lists(rows: impl Iterator<Item = Vec<f64>>) -> ArrayRef {
+    let mut builder = ListBuilder::new(Float64Builder::new()).with_field(item(DataType::Float64));
+    for row in rows {
+        builder.values().append_slice(&row);
+        builder.append(true);
+    }
+    Arc::new(builder.finish())
+}
+
+fn u64_lists(rows: impl Iterator<Item = Vec<u64>>) -> ArrayRef {
+    let mut builder = ListBuilder::new(UInt64Builder::new()).with_field(item(DataType::UInt64));
+    for row in rows {
+        builder.values().append_slice(&row);
+        builder.append(true);
+    }
+    Arc::new(builder.finish())
+}
+
+fn nested_u32_lists(rows: impl Iterator<Item = Vec<Vec<u32>>>) -> ArrayRef {
+    let inner = ListBuilder::new(UInt32Builder::new()).with_field(item(DataType::UInt32));
+    let mut builder = ListBuilder::new(inner).with_field(item(list_of(DataType::UInt32)));
+    for row in rows {
+        for list in row {
+            builder.values().values().append_slice(&list);
+            builder.values().append(true);
+        }
+        builder.append(true);
+    }
+    Arc::new(builder.finish())
+}
+
+fn as_list<'a>(array: &'a dyn Array, path: &Path, name: &str) -> Result<&'a ListArray> {
+    let list = array
+        .as_any()
+        .downcast_ref::<ListArray>()
+        .ok_or_else(|| Error::format(path, format!("column `{name}` is not a list")))?;
+    if list.null_count() > 0 || list.values().null_count() > 0 {
+        return Err(Error::format(path, format!("column `{name}` has nulls")));
+    }
+    Ok(list)
+}
+
+/// Rows of a non-null `List<primitive>` column.
+fn primitive_lists<T: ArrowPrimitiveType>(array: &ArrayRef, path: &Path, name: &str) -> Result<Vec<Vec<T::Native>>> {
+    let list = as_list(array.as_ref(), path, name)?;
+    let values = list
+        .values()
+        .as_any()
+        .downcast_ref::<PrimitiveArray<T>>()
+        .ok_or_else(|| Error::format(path, format!("column `{name}` has the wrong item type")))?;
+    let offsets = list.value_offsets();
+    Ok((0..list.len()).map(|r| values.values()[offsets[r] as usize..offsets[r + 1] as usize].to_vec()).collect())
+}
+
+/// Rows of a non-null `List<List<UInt32>>` column.
+fn nested_lists(array: &ArrayRef, path: &Path, name: &str) -> Result<Vec<Vec<Vec<u32>>>> {
+    let outer = as_list(array.as_ref(), path, name)?;
+    let inner = primitive_lists::<UInt32Type>(outer.values(), path, name)?;
+    let offsets = outer.value_offsets();
+    Ok((0..outer.len()).map(|r| inner[offsets[r] as usize..offsets[r + 1] as usize].to_vec()).collect())
+}

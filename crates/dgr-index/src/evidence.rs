@@ -1,0 +1,289 @@
+//! From keys to ranked passages (method §2, computed as SEAL/MINDER do): each key's weight
+//! weighs the student's probability of the key against its corpus frequency, and a passage
+//! scores the weights of the keys found in it, greedily and without overlap, plus unigram
+//! scores for the tokens no key covers.
+//!
+//! - Key weight: `w = max(0, logit P(k|q) - logit P(k))^exponent`, `P(k) = (count + s) / (N + s)`.
+//! - Coverage: a key's weight is scaled by `1 - β + β · |new token ids| / |token ids|`, where the
+//!   token ids already covered by the passage's earlier keys are not new.
+//! - Candidates: only keys with at most `max_hits` occurrences propose passages (first stage);
+//!   the best `candidates` of those are scored in full with every key.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use crate::corpus::{CorpusIndex, Prefix};
+
+/// A key found for a query: token ids matched in the index and the student's log P(key | query).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Key {
+    pub tokens: Vec<u32>,
+    /// Matched only at the start of a passage (titles).
+    pub anchored: bool,
+    pub log_prob: f64,
+}
+
+/// The student's log-probability of a single token as an identifier (its first-step
+/// distribution): scores the passage tokens that no key covers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Unigram {
+    pub token: u32,
+    pub log_prob: f64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScoringConfig {
+    /// `s` in `P(k) = (count + s) / (N + s)`.
+    pub smoothing: f64,
+    /// The log-odds are clamped at 0 and raised to this power.
+    pub exponent: f64,
+    /// β of the coverage factor.
+    pub coverage: f64,
+    /// Keys with more occurrences do not propose candidate passages.
+    pub max_hits: u64,
+    /// Passages scored in full.
+    pub candidates: usize,
+}
+
+impl Default for ScoringConfig {
+    fn default() -> Self {
+        ScoringConfig { smoothing: 5.0, exponent: 2.0, coverage: 0.8, max_hits: 1500, candidates: 1500 }
+    }
+}
+
+/// A key with its corpus count and weight.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WeightedKey {
+    pub tokens: Vec<u32>,
+    pub anchored: bool,
+    pub log_prob: f64,
+    pub count: u64,
+    pub weight: f64,
+}
+
+/// A key that counted for a passage, with the weight it added (after coverage).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MatchedKey {
+    /// Index into [`Ranking::keys`].
+    pub key: usize,
+    pub score: f64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RankedPassage {
+    /// The passage's index in corpus order.
+    pub passage: u32,
+    pub score: f64,
+    pub keys: Vec<MatchedKey>,
+    /// What the unigram scores of uncovered tokens added.
+    pub unigram_score: f64,
+}
+
+/// The ranked passages of one query and the weighted keys they refer to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ranking {
+    pub keys: Vec<WeightedKey>,
+    pub passages: Vec<RankedPassage>,
+}
+
+/// `log(1 - e^x)` for `x < 0`, accurate near 0 and for large `|x|`.
+fn ln_one_minus_exp(x: f64) -> f64 {
+    if x > -std::f64::consts::LN_2 { (-x.exp_m1()).ln() } else { (-x.exp()).ln_1p() }
+}
+
+/// `logit P(k|q) - logit P(k)`; the student's log-probability is kept just below 0 so that a
+/// certain key stays finite (as SEAL does).
+pub fn log_odds(log_prob: f64, count: u64, total_tokens: u64, smoothing: f64) -> f64 {
+    let student = log_prob.min(0.0) - 1e-10;
+    let corpus = ((count as f64 + smoothing) / (total_tokens as f64 + smoothing)).ln();
+    (student + ln_one_minus_exp(corpus)) - (corpus + ln_one_minus_exp(student))
+}
+
+/// The weight of a key: clamped log-odds raised to `exponent`; 0 for a key not in the corpus.
+pub fn key_weight(log_prob: f64, count: u64, total_tokens: u64, config: &ScoringConfig) -> f64 {
+    if count == 0 {
+        return 0.0;
+    }
+    log_odds(log_prob, count, total_tokens, config.smoothing).max(0.0).powf(config.exponent)
+}
+
+/// The coverage factor of `tokens` given the token ids already `covered`.
+pub fn coverage_factor(tokens: &[u32], covered: &HashSet<u32>, beta: f64) -> f64 {
+    let distinct: HashSet<u32> = tokens.iter().copied().collect();
+    if distinct.is_empty() {
+        return 1.0;
+    }
+    let new = distinct.iter().filter(|t| !covered.contains(t)).count();
+    1.0 - beta + beta * new as f64 / distinct.len() as f64
+}
+
+/// Ranks passages for one query from its keys and unigram log-probabilities; returns at most
+/// `hits` passages, best first (ties keep the order in which passages were proposed).
+pub fn rank_passages(
+    index: &CorpusIndex,
+    keys: &[Key],
+    unigrams: &[Unigram],
+    config: &ScoringConfig,
+    hits: usize,
+) -> Ranking {
+    let total = index.total_tokens();
+    let mut weighted: Vec<WeightedKey> = Vec::new();
+    let mut prefixes: Vec<Prefix> = Vec::new();
+    let mut seen: HashSet<(bool, &[u32])> = HashSet::new();
+    for key in keys {
+        if key.tokens.is_empty() || !seen.insert((key.anchored, key.tokens.as_slice())) {
+            continue;
+        }
+        let start = if key.anchored { index.passage_start() } else { index.root() };
+        let prefix = key.tokens.iter().fold(start, |p, &t| index.extend(&p, t));
+        let count = prefix.count();
+        let weight = key_weight(key.log_prob, count, total, config);
+        if weight > 0.0 {
+            weighted.push(WeightedKey {
+                tokens: key.tokens.clone(),
+                anchored: key.anchored,
+                log_prob: key.log_prob,
+                count,
+                weight,
+            });
+            prefixes.push(prefix);
+        }
+    }
+
+    // Unigram scores: clamped log-odds, not raised; tokens that are keys on their own are left
+    // to their key. The best of them also serve as keys, as many as there are keys already.
+    let single: HashSet<u32> = weighted.iter().filter(|k| k.tokens.len() == 1).map(|k| k.tokens[0]).collect();
+    let mut unigram_weights: HashMap<u32, f64> = HashMap::new();
+    for u in unigrams {
+        if single.contains(&u.token) {
+            continue;
+        }
+        let weight = log_odds(u.log_prob, index.count(&[u.token]), total, config.smoothing).max(0.0);
+        if weight > 0.0 {
+            unigram_weights.insert(u.token, weight);
+        }
+    }
+    let mut best_unigrams: Vec<(u32, f64)> = unigram_weights.iter().map(|(&t, &w)| (t, w)).collect();
+    best_unigrams.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    best_unigrams.truncate(weighted.len());
+    for (token, weight) in best_unigrams {
+        let prefix = index.extend(&index.root(), token);
+        let u = unigrams.iter().find(|u| u.token == token).map_or(0.0, |u| u.log_prob);
+        weighted.push(WeightedKey { tokens: vec![token], anchored: false, log_prob: u, count: prefix.count(), weight });
+        prefixes.push(prefix);
+    }
+
+    let candidates = propose_candidates(index, &weighted, &prefixes, config);
+    let mut passages: Vec<RankedPassage> = candidates
+        .into_iter()
+        .map(|passage| score_passage(index, passage, &weighted, &unigram_weights, config))
+        .collect();
+    passages.sort_by(|a, b| b.score.total_cmp(&a.score));
+    passages.truncate(hits);
+    Ranking { keys: weighted, passages }
+}
+
+/// First stage: the passages where rare keys occur, scored by those keys (each occurrence
+/// counts once over the whole corpus, coverage applied per passage); the best
+/// `config.candidates` in proposal order on ties.
+fn propose_candidates(
+    index: &CorpusIndex,
+    keys: &[WeightedKey],
+    prefixes: &[Prefix],
+    config: &ScoringConfig,
+) -> Vec<u32> {
+    let mut rare: Vec<usize> = (0..keys.len()).filter(|&k| keys[k].count <= config.max_hits).collect();
+    rare.sort_by(|&a, &b| keys[b].weight.total_cmp(&keys[a].weight));
+    let mut taken: HashSet<(u32, u32)> = HashSet::new();
+    let mut order: Vec<u32> = Vec::new();
+    let mut found: HashMap<u32, Vec<usize>> = HashMap::new();
+    for k in rare {
+        let length = keys[k].tokens.len() as u32;
+        for occurrence in index.locate_prefix(&prefixes[k], config.max_hits as usize) {
+            let span = occurrence.offset..occurrence.offset + length;
+            if span.clone().any(|o| taken.contains(&(occurrence.passage, o))) {
+                continue;
+            }
+            taken.extend(span.map(|o| (occurrence.passage, o)));
+            let keys_here = found.entry(occurrence.passage).or_insert_with(|| {
+                order.push(occurrence.passage);
+                Vec::new()
+            });
+            if !keys_here.contains(&k) {
+                keys_here.push(k);
+            }
+        }
+    }
+    let mut scored: Vec<(u32, f64)> = order
+        .into_iter()
+        .map(|passage| {
+            let mut covered = HashSet::new();
+            let score = found[&passage]
+                .iter()
+                .map(|&k| {
+                    let factor = coverage_factor(&keys[k].tokens, &covered, config.coverage);
+                    covered.extend(keys[k].tokens.iter().copied());
+                    factor * keys[k].weight
+                })
+                .sum();
+            (passage, score)
+        })
+        .collect();
+    scored.sort_by(|a, b| b.1.total_cmp(&a.1));
+    scored.truncate(config.candidates);
+    scored.into_iter().map(|(passage, _)| passage).collect()
+}
+
+/// Full scoring of one passage: every occurrence of every key in its text, highest weight
+/// first, skipping occurrences that overlap accepted ones; a key counts once. Then the unigram
+/// scores of the distinct tokens at positions no key covers.
+fn score_passage(
+    index: &CorpusIndex,
+    passage: u32,
+    keys: &[WeightedKey],
+    unigram_weights: &HashMap<u32, f64>,
+    config: &ScoringConfig,
+) -> RankedPassage {
+    let text = index.passage_tokens(passage);
+    let mut occurrences: Vec<(usize, usize)> = Vec::new(); // (key, start)
+    for (k, key) in keys.iter().enumerate() {
+        let n = key.tokens.len();
+        if key.anchored {
+            if text.starts_with(&key.tokens) {
+                occurrences.push((k, 0));
+            }
+        } else if n <= text.len() {
+            occurrences.extend((0..=text.len() - n).filter(|&i| text[i..i + n] == key.tokens[..]).map(|i| (k, i)));
+        }
+    }
+    occurrences.sort_by(|a, b| {
+        keys[b.0].weight.total_cmp(&keys[a.0].weight).then(keys[a.0].tokens.cmp(&keys[b.0].tokens)).then(a.1.cmp(&b.1))
+    });
+
+    let mut taken = vec![false; text.len()];
+    let mut covered: HashSet<u32> = HashSet::new();
+    let mut matched: Vec<MatchedKey> = Vec::new();
+    for (k, start) in occurrences {
+        let span = start..start + keys[k].tokens.len();
+        if taken[span.clone()].iter().any(|&t| t) {
+            continue;
+        }
+        if matched.iter().any(|m| m.key == k) {
+            taken[span].iter_mut().for_each(|t| *t = true);
+            continue;
+        }
+        let score = coverage_factor(&keys[k].tokens, &covered, config.coverage) * keys[k].weight;
+        if score <= 0.0 {
+            continue;
+        }
+        taken[span].iter_mut().for_each(|t| *t = true);
+        covered.extend(keys[k].tokens.iter().copied());
+        matched.push(MatchedKey { key: k, score });
+    }
+    let free: BTreeSet<u32> = text.iter().zip(&taken).filter(|(_, t)| !**t).map(|(&token, _)| token).collect();
+    let unigram_score: f64 = free
+        .iter()
+        .filter_map(|t| unigram_weights.get(t).map(|w| coverage_factor(&[*t], &covered, config.coverage) * w))
+        .sum();
+    let score = matched.iter().map(|m| m.score).sum::<f64>() + unigram_score;
+    RankedPassage { passage, score, keys: matched, unigram_score }
+}

@@ -1,0 +1,231 @@
+//! Generative retrieval for one query (method §2): the student decodes keys under the index's
+//! constraint in each identifier view, the query's own word spans found in the corpus join them,
+//! and [`dgr_index::evidence`] turns keys and unigram scores into ranked passages.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use dgr_core::views::{END_MARK, PSEUDO_QUERY_MARK, View};
+use dgr_index::CorpusIndex;
+use dgr_index::evidence::{Key, Ranking, ScoringConfig, Unigram, rank_passages};
+
+use crate::beam::{End, FoundKey, KeepKeys, ViewSearch, search_keys};
+use crate::error::{ModelError, Result, host_values};
+use crate::seq2seq::{Encoded, EncoderDecoder, Source};
+use crate::tokenizer::{TextTokenizer, batch};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetrievalConfig {
+    /// Beam width of every view.
+    pub beam: usize,
+    /// Length of decoded body spans, in tokens.
+    pub body_tokens: usize,
+    /// Longest title, `@@` included.
+    pub title_tokens: usize,
+    /// Longest pseudo-query, `@@` included.
+    pub pseudo_query_tokens: usize,
+    /// Longest span of query words added as a key.
+    pub query_span_words: usize,
+    /// Tokens of the student's first-step distribution that get unigram scores.
+    pub unigram_tokens: usize,
+    pub scoring: ScoringConfig,
+    /// Passages returned per query.
+    pub hits: usize,
+}
+
+impl Default for RetrievalConfig {
+    fn default() -> Self {
+        RetrievalConfig {
+            beam: 15,
+            body_tokens: 10,
+            title_tokens: 15,
+            pseudo_query_tokens: 30,
+            query_span_words: 3,
+            unigram_tokens: 5000,
+            scoring: ScoringConfig::default(),
+            hits: 100,
+        }
+    }
+}
+
+/// Where a key came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeySource {
+    Decoded(View),
+    QuerySpan,
+    /// One of the best unigrams, added by the ranking.
+    Unigram,
+}
+
+/// One query's ranking, where each of its keys came from (parallel to `ranking.keys`) and where
+/// the time went.
+#[derive(Debug, Clone)]
+pub struct Retrieved {
+    pub ranking: Ranking,
+    pub key_sources: Vec<KeySource>,
+    /// Encoder, decoder steps and key rescoring.
+    pub model_time: Duration,
+    /// Allowed-token lookups during decoding, counts, locates and passage scoring.
+    pub index_time: Duration,
+}
+
+/// Token ids of the markers and special tokens retrieval needs.
+#[derive(Debug, Clone)]
+struct Markers {
+    end: Vec<u32>,
+    pseudo_query: Vec<u32>,
+    eos: u32,
+    special: HashSet<u32>,
+}
+
+/// A student, its tokenizer and the corpus index, ready to retrieve.
+pub struct Retriever<'a, M: EncoderDecoder> {
+    model: &'a M,
+    tokenizer: &'a TextTokenizer,
+    index: &'a CorpusIndex,
+    config: RetrievalConfig,
+    markers: Markers,
+    device: Device,
+}
+
+impl<'a, M: EncoderDecoder> Retriever<'a, M> {
+    /// `tokenizer` must be the one the index was built with (it adds `[CLS]` / `[SEP]`, which
+    /// start and end the student's sequences).
+    pub fn new(
+        model: &'a M,
+        tokenizer: &'a TextTokenizer,
+        index: &'a CorpusIndex,
+        config: RetrievalConfig,
+        device: Device,
+    ) -> Result<Self> {
+        let marks = tokenizer.tokens(vec![END_MARK.to_string(), PSEUDO_QUERY_MARK.to_string()])?;
+        let special = ["[CLS]", "[SEP]", "[PAD]", "[UNK]", "[MASK]"];
+        let eos = tokenizer
+            .token_id("[SEP]")
+            .ok_or_else(|| ModelError::Encode { text: "[SEP]".into(), message: "no end-of-sequence token".into() })?;
+        let markers = Markers {
+            end: marks[0].clone(),
+            pseudo_query: marks[1].clone(),
+            eos,
+            special: special.iter().filter_map(|t| tokenizer.token_id(t)).collect(),
+        };
+        Ok(Retriever { model, tokenizer, index, config, markers, device })
+    }
+
+    fn encode(&self, text: &str) -> Result<Encoded> {
+        let input = batch(&[self.tokenizer.encode(text)?], &self.device);
+        Ok(self.model.encode(&Source { ids: input.input_ids, mask: input.attention_mask }))
+    }
+
+    /// The decoding set-up of `view`; `None` when the corpus has nothing to decode there (no
+    /// pseudo-queries).
+    fn view_search(&self, view: View) -> Option<ViewSearch> {
+        let index = self.index;
+        let (start, forced, max_tokens, end, keys) = match view {
+            View::Body => (index.root(), Vec::new(), self.config.body_tokens, End::Never, KeepKeys::EveryPrefix),
+            View::Title => (
+                index.passage_start(),
+                Vec::new(),
+                self.config.title_tokens,
+                End::AfterTokens(self.markers.end.clone()),
+                KeepKeys::Finished,
+            ),
+            View::PseudoQuery => (
+                index.prefix(&self.markers.pseudo_query),
+                self.markers.pseudo_query.clone(),
+                self.config.pseudo_query_tokens,
+                End::AfterTokens(self.markers.end.clone()),
+                KeepKeys::Finished,
+            ),
+        };
+        (start.count() > 0).then_some(ViewSearch { start, forced, max_tokens, end, keys })
+    }
+
+    /// Ranks passages for `query`.
+    pub fn retrieve(&self, query: &str) -> Result<Retrieved> {
+        let started = Instant::now();
+        let mut index_time = Duration::ZERO;
+        let mut keys: Vec<Key> = Vec::new();
+        let mut sources: Vec<KeySource> = Vec::new();
+        let mut body: Option<Encoded> = None;
+        for view in View::ALL {
+            let Some(search) = self.view_search(view) else { continue };
+            let encoded = self.encode(&view.source(query))?;
+            let found = search_keys(self.model, self.index, &encoded, &search, self.config.beam, self.markers.eos)?;
+            index_time += found.index_time;
+            for FoundKey { tokens, log_prob, .. } in found.keys {
+                let tokens = search.forced.iter().copied().chain(tokens).collect();
+                keys.push(Key { tokens, anchored: view == View::Title, log_prob: f64::from(log_prob) });
+                sources.push(KeySource::Decoded(view));
+            }
+            if view == View::Body {
+                body = Some(encoded);
+            }
+        }
+        let body = match body {
+            Some(encoded) => encoded,
+            None => self.encode(&View::Body.source(query))?,
+        };
+
+        // Spans of up to `query_span_words` words of the query that occur in the corpus,
+        // scored by the student under the body prompt.
+        let words: Vec<&str> = query.split_whitespace().collect();
+        let mut spans = Vec::new();
+        for length in 1..=self.config.query_span_words.min(words.len()) {
+            spans.extend(words.windows(length).map(|w| w.join(" ")));
+        }
+        let span_tokens = self.tokenizer.tokens(spans)?;
+        let timer = Instant::now();
+        let mut known: HashSet<Vec<u32>> = keys.iter().filter(|k| !k.anchored).map(|k| k.tokens.clone()).collect();
+        let span_tokens: Vec<Vec<u32>> = span_tokens
+            .into_iter()
+            .filter(|t| !t.is_empty() && known.insert(t.clone()) && self.index.count(t) > 0)
+            .collect();
+        index_time += timer.elapsed();
+        if !span_tokens.is_empty() {
+            let scores = host_values(self.model.score_keys(&body, &span_tokens).into_data())?;
+            for (tokens, score) in span_tokens.into_iter().zip(scores) {
+                keys.push(Key { tokens, anchored: false, log_prob: f64::from(score) });
+                sources.push(KeySource::QuerySpan);
+            }
+        }
+
+        let unigrams = self.unigrams(&body)?;
+        let timer = Instant::now();
+        let ranking = rank_passages(self.index, &keys, &unigrams, &self.config.scoring, self.config.hits);
+        index_time += timer.elapsed();
+        let key_sources = ranking
+            .keys
+            .iter()
+            .map(|k| {
+                keys.iter()
+                    .position(|key| key.tokens == k.tokens && key.anchored == k.anchored)
+                    .map_or(KeySource::Unigram, |i| sources[i])
+            })
+            .collect();
+        let model_time = started.elapsed().saturating_sub(index_time);
+        Ok(Retrieved { ranking, key_sources, model_time, index_time })
+    }
+
+    /// The student's first-step log-probabilities under the body prompt, best
+    /// `unigram_tokens` of them, special tokens left out.
+    fn unigrams(&self, body: &Encoded) -> Result<Vec<Unigram>> {
+        let mut cache = self.model.start_decoding(body);
+        let start = Tensor::<1, Int>::from_data(
+            TensorData::new(vec![i64::from(self.model.decoder_start())], [1]),
+            &self.device,
+        );
+        let log_probs = host_values(log_softmax(self.model.next_logits(&mut cache, start), 1).into_data())?;
+        let mut unigrams: Vec<Unigram> = log_probs
+            .iter()
+            .enumerate()
+            .filter(|(t, _)| !self.markers.special.contains(&(*t as u32)))
+            .map(|(t, &lp)| Unigram { token: t as u32, log_prob: f64::from(lp) })
+            .collect();
+        unigrams.sort_by(|a, b| b.log_prob.total_cmp(&a.log_prob));
+        unigrams.truncate(self.config.unigram_tokens);
+        Ok(unigrams)
+    }
+}
