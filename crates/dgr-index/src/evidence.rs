@@ -173,9 +173,13 @@ pub fn rank_passages(
     }
 
     let candidates = propose_candidates(index, &weighted, &prefixes, config);
+    let mut by_first_token: HashMap<u32, Vec<usize>> = HashMap::new();
+    for (k, key) in weighted.iter().enumerate() {
+        by_first_token.entry(key.tokens[0]).or_default().push(k);
+    }
     let mut passages: Vec<RankedPassage> = candidates
         .into_iter()
-        .map(|passage| score_passage(index, passage, &weighted, &unigram_weights, config))
+        .map(|passage| score_passage(index, passage, &weighted, &by_first_token, &unigram_weights, config))
         .collect();
     passages.sort_by(|a, b| b.score.total_cmp(&a.score));
     passages.truncate(hits);
@@ -235,24 +239,24 @@ fn propose_candidates(
 
 /// Full scoring of one passage: every occurrence of every key in its text, highest weight
 /// first, skipping occurrences that overlap accepted ones; a key counts once. Then the unigram
-/// scores of the distinct tokens at positions no key covers.
+/// scores of the distinct tokens at positions no key covers. `by_first_token` lists the keys by their first token, so that each text position is only
+/// compared with the keys that can start there.
 fn score_passage(
     index: &CorpusIndex,
     passage: u32,
     keys: &[WeightedKey],
+    by_first_token: &HashMap<u32, Vec<usize>>,
     unigram_weights: &HashMap<u32, f64>,
     config: &ScoringConfig,
 ) -> RankedPassage {
     let text = index.passage_tokens(passage);
     let mut occurrences: Vec<(usize, usize)> = Vec::new(); // (key, start)
-    for (k, key) in keys.iter().enumerate() {
-        let n = key.tokens.len();
-        if key.anchored {
-            if text.starts_with(&key.tokens) {
-                occurrences.push((k, 0));
+    for (start, token) in text.iter().enumerate() {
+        for &k in by_first_token.get(token).map_or(&[][..], Vec::as_slice) {
+            let key = &keys[k];
+            if (!key.anchored || start == 0) && text[start..].starts_with(&key.tokens) {
+                occurrences.push((k, start));
             }
-        } else if n <= text.len() {
-            occurrences.extend((0..=text.len() - n).filter(|&i| text[i..i + n] == key.tokens[..]).map(|i| (k, i)));
         }
     }
     occurrences.sort_by(|a, b| {

@@ -102,7 +102,7 @@ pub fn search_keys(
         let log_probs = host_values(log_softmax(logits, 1).into_data())?;
 
         // Every allowed continuation of every live hypothesis; `None` ends the hypothesis.
-        let mut candidates: Vec<(f32, usize, Option<(u32, Prefix)>)> = Vec::new();
+        let mut candidates: Vec<(f32, usize, Option<u32>)> = Vec::new();
         for (row, hypothesis) in live.iter().enumerate() {
             let scores = &log_probs[row * vocab..(row + 1) * vocab];
             // A closed identifier (title or pseudo-query) can only end.
@@ -118,8 +118,7 @@ pub fn search_keys(
             let timer = Instant::now();
             for (token, _) in index.next_tokens(&hypothesis.prefix) {
                 if let Some(&score) = scores.get(token as usize) {
-                    let prefix = index.extend(&hypothesis.prefix, token);
-                    candidates.push((hypothesis.log_prob + score, row, Some((token, prefix))));
+                    candidates.push((hypothesis.log_prob + score, row, Some(token)));
                 }
             }
             index_time += timer.elapsed();
@@ -135,7 +134,11 @@ pub fn search_keys(
                     finished.push(FoundKey { tokens: h.tokens.clone(), log_prob: h.log_prob, count: h.prefix.count() });
                 }
                 None => {}
-                Some((token, prefix)) if next.len() < beam => {
+                Some(token) if next.len() < beam => {
+                    // Only the kept continuations are extended in the index.
+                    let timer = Instant::now();
+                    let prefix = index.extend(&live[row].prefix, token);
+                    index_time += timer.elapsed();
                     let mut tokens = live[row].tokens.clone();
                     tokens.push(token);
                     next.push(Hypothesis { tokens, prefix, log_prob: score });
