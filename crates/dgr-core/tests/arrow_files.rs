@@ -125,7 +125,7 @@ fn candidates(i: usize) -> dgr_core::candidates::QueryCandidates {
         passage_ids: (0..passages).map(|p| format!("p{p}")).collect(),
         scores: (0..passages).map(|p| 10.0 - p as f64).collect(),
         passage_keys: (0..passages)
-            .map(|p| (0..keys.len() as u32).filter(|k| (*k as usize + p) % 2 == 0).collect())
+            .map(|p| (0..keys.len() as u32).filter(|k| (*k as usize + p).is_multiple_of(2)).collect())
             .collect(),
         keys,
     }

@@ -7,7 +7,7 @@
 
 use std::time::Instant;
 
-use dgr_index::{CorpusIndex, IndexBuilder, Prefix, store};
+use dgr_index::{IndexBuilder, Prefix, store};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 

@@ -100,7 +100,7 @@ pub fn run(config: &Config, command: &Command) -> anyhow::Result<()> {
             }
             if count > 0 {
                 let mut next = index.next_tokens(&prefix);
-                next.sort_by(|a, b| b.1.cmp(&a.1));
+                next.sort_by_key(|&(_, count)| std::cmp::Reverse(count));
                 let shown: Vec<String> = next.iter().take(*limit).map(|(t, c)| format!("{t} ({c})")).collect();
                 println!("next tokens ({} distinct): {}", next.len(), shown.join(", "));
             }
