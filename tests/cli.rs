@@ -372,6 +372,13 @@ fn retrieve_writes_a_run_and_candidates_backed_by_the_index() {
             assert_eq!(prefix.count(), key.count, "{key:?}");
             assert!(key.weight > 0.0 && key.log_prob <= 0.0, "{key:?}");
         }
+        for ((keys, scores), total) in row.passage_keys.iter().zip(&row.passage_key_scores).zip(&row.scores) {
+            // Each key adds at most its weight (coverage only scales down); unigrams the rest.
+            for (&k, &score) in keys.iter().zip(scores) {
+                assert!(score > 0.0 && score <= row.keys[k as usize].weight + 1e-9);
+            }
+            assert!(scores.iter().sum::<f64>() <= total + 1e-9);
+        }
         for (passage, keys) in row.passage_ids.iter().zip(&row.passage_keys) {
             let text = index.passage_tokens(passage_index[passage.as_str()]);
             for &k in keys {

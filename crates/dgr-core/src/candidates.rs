@@ -34,8 +34,12 @@ pub struct QueryCandidates {
     pub query_id: String,
     pub passage_ids: Vec<String>,
     pub scores: Vec<f64>,
-    /// Per passage, the indices into `keys` of the keys that counted for it.
+    /// Per passage, the indices into `keys` of the keys that counted for it, in the order they
+    /// were accepted.
     pub passage_keys: Vec<Vec<u32>>,
+    /// Per passage, what each of those keys added to its score (the key weight times the
+    /// coverage factor there); the rest of the score is unigram scores.
+    pub passage_key_scores: Vec<Vec<f64>>,
     pub keys: Vec<CandidateKey>,
 }
 
@@ -57,6 +61,7 @@ impl ArrowRecord for QueryCandidates {
             Field::new("passage_ids", string_list_type(), false),
             Field::new("scores", list_of(DataType::Float64), false),
             Field::new("passage_keys", list_of(list_of(DataType::UInt32)), false),
+            Field::new("passage_key_scores", list_of(list_of(DataType::Float64)), false),
             Field::new("key_tokens", list_of(list_of(DataType::UInt32)), false),
             Field::new("key_sources", string_list_type(), false),
             Field::new("key_log_probs", list_of(DataType::Float64), false),
@@ -72,8 +77,13 @@ impl ArrowRecord for QueryCandidates {
             Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r.query_id))),
             string_list_column(rows.iter().map(|r| r.passage_ids.as_slice())),
             float_lists(rows.iter().map(|r| r.scores.clone())),
-            nested_u32_lists(rows.iter().map(|r| r.passage_keys.clone())),
-            nested_u32_lists(rows.iter().map(|r| r.keys.iter().map(|k| k.tokens.clone()).collect())),
+            nested_lists(rows.iter().map(|r| r.passage_keys.clone()), UInt32Builder::new, DataType::UInt32),
+            nested_lists(rows.iter().map(|r| r.passage_key_scores.clone()), Float64Builder::new, DataType::Float64),
+            nested_lists(
+                rows.iter().map(|r| r.keys.iter().map(|k| k.tokens.clone()).collect()),
+                UInt32Builder::new,
+                DataType::UInt32,
+            ),
             string_list_column(sources.iter().map(Vec::as_slice)),
             float_lists(rows.iter().map(|r| r.keys.iter().map(|k| k.log_prob).collect())),
             u64_lists(rows.iter().map(|r| r.keys.iter().map(|k| k.count).collect())),
@@ -93,8 +103,9 @@ impl ArrowRecord for QueryCandidates {
         let log_probs = primitive_lists::<Float64Type>(column("key_log_probs")?, path, "key_log_probs")?;
         let counts = primitive_lists::<UInt64Type>(column("key_counts")?, path, "key_counts")?;
         let weights = primitive_lists::<Float64Type>(column("key_weights")?, path, "key_weights")?;
-        let passage_keys = nested_lists(column("passage_keys")?, path, "passage_keys")?;
-        let key_tokens = nested_lists(column("key_tokens")?, path, "key_tokens")?;
+        let passage_keys = read_nested::<UInt32Type>(column("passage_keys")?, path, "passage_keys")?;
+        let passage_key_scores = read_nested::<Float64Type>(column("passage_key_scores")?, path, "passage_key_scores")?;
+        let key_tokens = read_nested::<UInt32Type>(column("key_tokens")?, path, "key_tokens")?;
 
         let mut rows = Vec::with_capacity(batch.num_rows());
         for i in 0..batch.num_rows() {
@@ -122,11 +133,16 @@ impl ArrowRecord for QueryCandidates {
             if let Some(k) = passage_keys[i].iter().flatten().find(|&&k| k as usize >= keys) {
                 return Err(bad("passage_keys", format!("key index {k} with {keys} keys")));
             }
+            let shapes = |lists: &[Vec<f64>]| lists.iter().map(Vec::len).collect::<Vec<_>>();
+            if shapes(&passage_key_scores[i]) != passage_keys[i].iter().map(Vec::len).collect::<Vec<_>>() {
+                return Err(bad("passage_key_scores", "not one score per matched key".into()));
+            }
             rows.push(QueryCandidates {
                 query_id: query_ids.value(i).to_string(),
                 passage_ids: passages,
                 scores: scores[i].clone(),
                 passage_keys: passage_keys[i].clone(),
+                passage_key_scores: passage_key_scores[i].clone(),
                 keys: (0..keys)
                     .map(|k| CandidateKey {
                         tokens: key_tokens[i][k].clone(),
@@ -160,12 +176,16 @@ fn u64_lists(rows: impl Iterator<Item = Vec<u64>>) -> ArrayRef {
     Arc::new(builder.finish())
 }
 
-fn nested_u32_lists(rows: impl Iterator<Item = Vec<Vec<u32>>>) -> ArrayRef {
-    let inner = ListBuilder::new(UInt32Builder::new()).with_field(item(DataType::UInt32));
-    let mut builder = ListBuilder::new(inner).with_field(item(list_of(DataType::UInt32)));
+/// A non-null `List<List<T>>` column; `values` makes the item builder.
+fn nested_lists<B, T>(rows: impl Iterator<Item = Vec<Vec<T>>>, values: fn() -> B, item_type: DataType) -> ArrayRef
+where
+    B: arrow_array::builder::ArrayBuilder + Extend<Option<T>>,
+{
+    let inner = ListBuilder::new(values()).with_field(item(item_type.clone()));
+    let mut builder = ListBuilder::new(inner).with_field(item(list_of(item_type)));
     for row in rows {
         for list in row {
-            builder.values().values().append_slice(&list);
+            builder.values().values().extend(list.into_iter().map(Some));
             builder.values().append(true);
         }
         builder.append(true);
@@ -196,10 +216,10 @@ fn primitive_lists<T: ArrowPrimitiveType>(array: &ArrayRef, path: &Path, name: &
     Ok((0..list.len()).map(|r| values.values()[offsets[r] as usize..offsets[r + 1] as usize].to_vec()).collect())
 }
 
-/// Rows of a non-null `List<List<UInt32>>` column.
-fn nested_lists(array: &ArrayRef, path: &Path, name: &str) -> Result<Vec<Vec<Vec<u32>>>> {
+/// Rows of a non-null `List<List<primitive>>` column.
+fn read_nested<T: ArrowPrimitiveType>(array: &ArrayRef, path: &Path, name: &str) -> Result<Vec<Vec<Vec<T::Native>>>> {
     let outer = as_list(array.as_ref(), path, name)?;
-    let inner = primitive_lists::<UInt32Type>(outer.values(), path, name)?;
+    let inner = primitive_lists::<T>(outer.values(), path, name)?;
     let offsets = outer.value_offsets();
     Ok((0..outer.len()).map(|r| inner[offsets[r] as usize..offsets[r + 1] as usize].to_vec()).collect())
 }

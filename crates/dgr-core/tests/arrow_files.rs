@@ -108,6 +108,10 @@ fn schema_version_and_nulls_are_checked() {
     assert_eq!(read_records::<Passage>(&path).unwrap().len(), 2);
 }
 
+fn matched(passage: usize, keys: usize) -> Vec<u32> {
+    (0..keys as u32).filter(|k| (*k as usize + passage).is_multiple_of(2)).collect()
+}
+
 fn candidates(i: usize) -> dgr_core::candidates::QueryCandidates {
     use dgr_core::candidates::{CandidateKey, QueryCandidates};
     let keys: Vec<CandidateKey> = (0..i % 5)
@@ -124,8 +128,9 @@ fn candidates(i: usize) -> dgr_core::candidates::QueryCandidates {
         query_id: format!("q{i}"),
         passage_ids: (0..passages).map(|p| format!("p{p}")).collect(),
         scores: (0..passages).map(|p| 10.0 - p as f64).collect(),
-        passage_keys: (0..passages)
-            .map(|p| (0..keys.len() as u32).filter(|k| (*k as usize + p).is_multiple_of(2)).collect())
+        passage_keys: (0..passages).map(|p| matched(p, keys.len())).collect(),
+        passage_key_scores: (0..passages)
+            .map(|p| matched(p, keys.len()).iter().map(|&k| f64::from(k) * 0.25).collect())
             .collect(),
         keys,
     }
@@ -146,6 +151,7 @@ fn candidates_round_trip_and_inconsistent_rows_are_refused() {
     // A key index past the row's keys, and a score list of the wrong length.
     let mut bad = rows[..10].to_vec();
     bad[7].passage_keys[1].push(99);
+    bad[7].passage_key_scores[1].push(0.5);
     write_records(&path, &[], bad).unwrap();
     let err = read_records::<QueryCandidates>(&path).unwrap_err().to_string();
     assert!(err.contains("row 7") && err.contains("passage_keys") && err.contains("key index 99"), "{err}");
@@ -154,4 +160,9 @@ fn candidates_round_trip_and_inconsistent_rows_are_refused() {
     write_records(&path, &[], bad).unwrap();
     let err = read_records::<QueryCandidates>(&path).unwrap_err().to_string();
     assert!(err.contains("row 3") && err.contains("scores"), "{err}");
+    let mut bad = rows[..10].to_vec();
+    bad[5].passage_key_scores[0].push(1.0);
+    write_records(&path, &[], bad).unwrap();
+    let err = read_records::<QueryCandidates>(&path).unwrap_err().to_string();
+    assert!(err.contains("row 5") && err.contains("passage_key_scores"), "{err}");
 }

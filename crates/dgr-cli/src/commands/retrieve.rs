@@ -253,6 +253,7 @@ fn candidates_row(index: &CorpusIndex, query_id: &str, retrieved: &Retrieved) ->
             .collect(),
         scores: ranking.passages.iter().map(|p| p.score).collect(),
         passage_keys: ranking.passages.iter().map(|p| p.keys.iter().map(|m| m.key as u32).collect()).collect(),
+        passage_key_scores: ranking.passages.iter().map(|p| p.keys.iter().map(|m| m.score).collect()).collect(),
         keys,
     }
 }
