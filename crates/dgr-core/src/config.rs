@@ -143,7 +143,9 @@ pub struct RetrieveConfig {
     pub max_source_tokens: usize,
     /// Queries per candidates shard.
     pub shard_queries: usize,
-    /// Queries decoded at once, each on its own thread; 0 = one per core.
+    /// Queries decoded together in one batch (their beams share each decoder pass).
+    pub batch_queries: usize,
+    /// Threads, each decoding its own batch; 0 = one per core.
     pub threads: usize,
 }
 
@@ -223,9 +225,10 @@ impl Config {
             ));
         }
         let r = &self.retrieve;
-        if r.beam == 0 || r.hits == 0 || r.candidates == 0 || r.shard_queries == 0 || r.max_source_tokens < 3 {
+        if [r.beam, r.hits, r.candidates, r.shard_queries, r.batch_queries].contains(&0) || r.max_source_tokens < 3 {
             return Err(Error::Config(
-                "retrieve.beam, hits, candidates and shard_queries must be at least 1, max_source_tokens at least 3"
+                "retrieve.beam, hits, candidates, shard_queries and batch_queries must be at least 1, \
+                 max_source_tokens at least 3"
                     .into(),
             ));
         }

@@ -60,6 +60,8 @@ pub struct FoundKey {
 #[derive(Debug, Clone)]
 pub struct Search {
     pub keys: Vec<FoundKey>,
+    /// The student's log-probabilities of the first token (the search's first step, `[vocab]`).
+    pub first_log_probs: Vec<f32>,
     pub index_time: Duration,
 }
 
@@ -80,17 +82,29 @@ pub fn search_keys(
     beam: usize,
     eos: u32,
 ) -> Result<Search> {
+    let mut searches = search_keys_batch(model, index, encoded, std::slice::from_ref(view), beam, eos)?;
+    Ok(searches.pop().unwrap_or(Search { keys: Vec::new(), first_log_probs: Vec::new(), index_time: Duration::ZERO }))
+}
+
+/// Runs one constrained beam search per row of `encoded` (search `i` decodes for source row
+/// `i`, as `views[i]` says), all in the same decoder passes: every step feeds the live
+/// hypotheses of every search as one batch. Returns the searches' keys in `views` order.
+pub fn search_keys_batch(
+    model: &impl EncoderDecoder,
+    index: &CorpusIndex,
+    encoded: &Encoded,
+    views: &[ViewSearch],
+    beam: usize,
+    eos: u32,
+) -> Result<Vec<Search>> {
     let device = encoded.states.device();
     let mut cache = model.start_decoding(encoded);
-    let mut live = vec![Hypothesis { tokens: Vec::new(), prefix: view.start.clone(), log_prob: 0.0 }];
-    let mut last = vec![model.decoder_start()];
-    let mut keys = Vec::new();
-    let mut finished: Vec<FoundKey> = Vec::new();
-    let mut index_time = Duration::ZERO;
+    let mut searches: Vec<BeamState> = views.iter().map(|view| BeamState::new(view)).collect();
+    let mut last = vec![model.decoder_start(); views.len()];
+    let steps = views.iter().map(|v| v.max_tokens).max().unwrap_or(0);
     // One step more than `max_tokens`, where an identifier closed on the last token ends.
-    for _ in 0..=view.max_tokens {
-        let open = |h: &Hypothesis| h.tokens.len() < view.max_tokens || may_end(h, &view.end);
-        if beam == 0 || !live.iter().any(open) {
+    for _ in 0..=steps {
+        if beam == 0 || searches.iter().all(|s| !s.is_open()) {
             break;
         }
         let tokens = Tensor::<1, Int>::from_data(
@@ -101,10 +115,75 @@ pub fn search_keys(
         let vocab = logits.dims()[1];
         let log_probs = host_values(log_softmax(logits, 1).into_data())?;
 
+        let mut parents = Vec::new();
+        let mut next_last = Vec::new();
+        let mut row = 0;
+        for search in &mut searches {
+            let live = search.live.len();
+            let chosen = search.step(index, &log_probs[row * vocab..(row + live) * vocab], vocab, beam, eos);
+            for (hypothesis, parent) in search.live.iter().zip(chosen) {
+                parents.push((row + parent) as i64);
+                next_last.push(*hypothesis.tokens.last().unwrap_or(&eos));
+            }
+            row += live;
+        }
+        if parents.is_empty() {
+            break;
+        }
+        let count = parents.len();
+        cache = cache.reorder(Tensor::from_data(TensorData::new(parents, [count]), &device));
+        last = next_last;
+    }
+    Ok(searches.into_iter().map(BeamState::finish).collect())
+}
+
+/// One view's search: its live hypotheses, finished identifiers and keys so far.
+struct BeamState<'v> {
+    view: &'v ViewSearch,
+    live: Vec<Hypothesis>,
+    finished: Vec<FoundKey>,
+    keys: Vec<FoundKey>,
+    first_log_probs: Vec<f32>,
+    index_time: Duration,
+    done: bool,
+}
+
+impl<'v> BeamState<'v> {
+    fn new(view: &'v ViewSearch) -> Self {
+        BeamState {
+            view,
+            live: vec![Hypothesis { tokens: Vec::new(), prefix: view.start.clone(), log_prob: 0.0 }],
+            finished: Vec::new(),
+            keys: Vec::new(),
+            first_log_probs: Vec::new(),
+            index_time: Duration::ZERO,
+            done: false,
+        }
+    }
+
+    /// Whether a live hypothesis can still grow or end.
+    fn is_open(&self) -> bool {
+        let max = self.view.max_tokens;
+        !self.done && self.live.iter().any(|h| h.tokens.len() < max || may_end(h, &self.view.end))
+    }
+
+    /// Advances the search by one token given the log-probabilities of its live hypotheses
+    /// (`scores`, `[live, vocab]` flattened); returns, for each new live hypothesis, the
+    /// index of its parent among the old ones.
+    fn step(&mut self, index: &CorpusIndex, scores: &[f32], vocab: usize, beam: usize, eos: u32) -> Vec<usize> {
+        if self.first_log_probs.is_empty() {
+            self.first_log_probs = scores.get(..vocab).map(<[f32]>::to_vec).unwrap_or_default();
+        }
+        if !self.is_open() {
+            self.done = true;
+            self.live.clear();
+            return Vec::new();
+        }
+        let view = self.view;
         // Every allowed continuation of every live hypothesis; `None` ends the hypothesis.
         let mut candidates: Vec<(f32, usize, Option<u32>)> = Vec::new();
-        for (row, hypothesis) in live.iter().enumerate() {
-            let scores = &log_probs[row * vocab..(row + 1) * vocab];
+        for (row, hypothesis) in self.live.iter().enumerate() {
+            let scores = &scores[row * vocab..(row + 1) * vocab];
             // A closed identifier (title or pseudo-query) can only end.
             if may_end(hypothesis, &view.end) {
                 if let Some(&score) = scores.get(eos as usize) {
@@ -121,7 +200,7 @@ pub fn search_keys(
                     candidates.push((hypothesis.log_prob + score, row, Some(token)));
                 }
             }
-            index_time += timer.elapsed();
+            self.index_time += timer.elapsed();
         }
         candidates.sort_by(|a, b| b.0.total_cmp(&a.0));
 
@@ -129,29 +208,33 @@ pub fn search_keys(
         let mut parents = Vec::with_capacity(beam);
         for (score, row, step) in candidates {
             match step {
-                None if finished.len() < beam => {
-                    let h = &live[row];
-                    finished.push(FoundKey { tokens: h.tokens.clone(), log_prob: h.log_prob, count: h.prefix.count() });
+                None if self.finished.len() < beam => {
+                    let h = &self.live[row];
+                    self.finished.push(FoundKey {
+                        tokens: h.tokens.clone(),
+                        log_prob: h.log_prob,
+                        count: h.prefix.count(),
+                    });
                 }
                 None => {}
                 Some(token) if next.len() < beam => {
                     // Only the kept continuations are extended in the index.
                     let timer = Instant::now();
-                    let prefix = index.extend(&live[row].prefix, token);
-                    index_time += timer.elapsed();
-                    let mut tokens = live[row].tokens.clone();
+                    let prefix = index.extend(&self.live[row].prefix, token);
+                    self.index_time += timer.elapsed();
+                    let mut tokens = self.live[row].tokens.clone();
                     tokens.push(token);
                     next.push(Hypothesis { tokens, prefix, log_prob: score });
-                    parents.push(row as i64);
+                    parents.push(row);
                 }
                 Some(_) => {}
             }
-            if next.len() == beam && finished.len() == beam {
+            if next.len() == beam && self.finished.len() == beam {
                 break;
             }
         }
         if view.keys == KeepKeys::EveryPrefix {
-            keys.extend(next.iter().map(|h| FoundKey {
+            self.keys.extend(next.iter().map(|h| FoundKey {
                 tokens: h.tokens.clone(),
                 log_prob: h.log_prob,
                 count: h.prefix.count(),
@@ -159,22 +242,27 @@ pub fn search_keys(
         }
         // Scores only fall: once the best live hypothesis is below the worst of a full set of
         // finished ones, nothing live can enter it.
-        let worst_finished = finished.iter().map(|k| k.log_prob).fold(f32::INFINITY, f32::min);
+        let worst_finished = self.finished.iter().map(|k| k.log_prob).fold(f32::INFINITY, f32::min);
         let best_live = next.iter().map(|h| h.log_prob).fold(f32::NEG_INFINITY, f32::max);
-        if next.is_empty() || (view.keys == KeepKeys::Finished && finished.len() >= beam && best_live < worst_finished)
-        {
-            break;
+        if view.keys == KeepKeys::Finished && self.finished.len() >= beam && best_live < worst_finished {
+            next.clear();
+            parents.clear();
         }
-        let rows = parents.len();
-        cache = cache.reorder(Tensor::from_data(TensorData::new(parents, [rows]), &device));
-        last = next.iter().map(|h| *h.tokens.last().unwrap_or(&eos)).collect();
-        live = next;
+        self.live = next;
+        // A search that cannot go on leaves the batch now rather than after one more pass.
+        if !self.is_open() {
+            self.live.clear();
+            parents.clear();
+        }
+        self.done = self.live.is_empty();
+        parents
     }
-    if view.keys == KeepKeys::Finished {
-        keys = finished;
+
+    fn finish(self) -> Search {
+        let mut keys = if self.view.keys == KeepKeys::Finished { self.finished } else { self.keys };
+        keys.sort_by(|a, b| b.log_prob.total_cmp(&a.log_prob));
+        Search { keys, first_log_probs: self.first_log_probs, index_time: self.index_time }
     }
-    keys.sort_by(|a, b| b.log_prob.total_cmp(&a.log_prob));
-    Ok(Search { keys, index_time })
 }
 
 fn may_end(hypothesis: &Hypothesis, end: &End) -> bool {

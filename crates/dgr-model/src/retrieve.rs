@@ -5,13 +5,12 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use burn::tensor::activation::log_softmax;
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::Device;
 use dgr_core::views::{END_MARK, PSEUDO_QUERY_MARK, View};
 use dgr_index::CorpusIndex;
 use dgr_index::evidence::{Key, Ranking, ScoringConfig, Unigram, rank_passages};
 
-use crate::beam::{End, FoundKey, KeepKeys, ViewSearch, search_keys};
+use crate::beam::{End, FoundKey, KeepKeys, ViewSearch, search_keys_batch};
 use crate::error::{ModelError, Result, host_values};
 use crate::seq2seq::{Encoded, EncoderDecoder, Source};
 use crate::tokenizer::{TextTokenizer, batch};
@@ -114,17 +113,12 @@ impl<'a, M: EncoderDecoder> Retriever<'a, M> {
         Ok(Retriever { model, tokenizer, index, config, markers, device })
     }
 
-    fn encode(&self, text: &str) -> Result<Encoded> {
-        let input = batch(&[self.tokenizer.encode(text)?], &self.device);
-        Ok(self.model.encode(&Source { ids: input.input_ids, mask: input.attention_mask }))
-    }
-
     /// The decoding set-up of `view`; `None` when the corpus has nothing to decode there (no
     /// pseudo-queries).
     fn view_search(&self, view: View) -> Option<ViewSearch> {
         let index = self.index;
         let (start, forced, max_tokens, end, keys) = match view {
-            View::Body => (index.root(), Vec::new(), self.config.body_tokens, End::Never, KeepKeys::EveryPrefix),
+            View::Body => return Some(self.body_search()),
             View::Title => (
                 index.passage_start(),
                 Vec::new(),
@@ -145,32 +139,108 @@ impl<'a, M: EncoderDecoder> Retriever<'a, M> {
 
     /// Ranks passages for `query`.
     pub fn retrieve(&self, query: &str) -> Result<Retrieved> {
+        let mut found = self.retrieve_batch(&[query])?;
+        found.pop().ok_or_else(|| ModelError::ReadBack("no result for the query".into()))
+    }
+
+    /// Ranks passages for each of `queries`. Their views are decoded together: one encoder
+    /// pass over every (query, view) source and one decoder pass per step over all beams. The
+    /// model time of that shared work is split evenly between the queries.
+    pub fn retrieve_batch(&self, queries: &[&str]) -> Result<Vec<Retrieved>> {
         let started = Instant::now();
-        let mut index_time = Duration::ZERO;
-        let mut keys: Vec<Key> = Vec::new();
-        let mut sources: Vec<KeySource> = Vec::new();
-        let mut body: Option<Encoded> = None;
-        for view in View::ALL {
-            let Some(search) = self.view_search(view) else { continue };
-            let encoded = self.encode(&view.source(query))?;
-            let found = search_keys(self.model, self.index, &encoded, &search, self.config.beam, self.markers.eos)?;
-            index_time += found.index_time;
-            for FoundKey { tokens, log_prob, .. } in found.keys {
-                let tokens = search.forced.iter().copied().chain(tokens).collect();
-                keys.push(Key { tokens, anchored: view == View::Title, log_prob: f64::from(log_prob) });
-                sources.push(KeySource::Decoded(view));
-            }
-            if view == View::Body {
-                body = Some(encoded);
+        // Which (query, view) each search is; every query has a body search, whose first step
+        // is also the unigram distribution.
+        let mut owners: Vec<(usize, View)> = Vec::new();
+        let mut searches: Vec<ViewSearch> = Vec::new();
+        let mut sources = Vec::new();
+        for (q, query) in queries.iter().enumerate() {
+            for view in View::ALL {
+                let Some(search) = self.view_search(view) else { continue };
+                sources.push(self.tokenizer.encode(&view.source(query))?);
+                owners.push((q, view));
+                searches.push(search);
             }
         }
-        let body = match body {
-            Some(encoded) => encoded,
-            None => self.encode(&View::Body.source(query))?,
-        };
+        let input = batch(&sources, &self.device);
+        let encoded = self.model.encode(&Source { ids: input.input_ids, mask: input.attention_mask });
+        let found = search_keys_batch(self.model, self.index, &encoded, &searches, self.config.beam, self.markers.eos)?;
+        let shared_index_time: Duration = found.iter().map(|f| f.index_time).sum();
+        let shared_model_time = started.elapsed().saturating_sub(shared_index_time) / queries.len().max(1) as u32;
 
-        // Spans of up to `query_span_words` words of the query that occur in the corpus,
-        // scored by the student under the body prompt.
+        let mut results = Vec::with_capacity(queries.len());
+        for (q, query) in queries.iter().enumerate() {
+            let started = Instant::now();
+            let mut index_time = Duration::ZERO;
+            let mut keys: Vec<Key> = Vec::new();
+            let mut key_sources: Vec<KeySource> = Vec::new();
+            let mut body_row = 0;
+            let mut first_log_probs: &[f32] = &[];
+            for (row, (&(owner, view), search)) in owners.iter().zip(&searches).enumerate() {
+                if owner != q {
+                    continue;
+                }
+                index_time += found[row].index_time;
+                for FoundKey { tokens, log_prob, .. } in &found[row].keys {
+                    let tokens = search.forced.iter().chain(tokens).copied().collect();
+                    keys.push(Key { tokens, anchored: view == View::Title, log_prob: f64::from(*log_prob) });
+                    key_sources.push(KeySource::Decoded(view));
+                }
+                if view == View::Body {
+                    body_row = row;
+                    first_log_probs = &found[row].first_log_probs;
+                }
+            }
+            let body = Encoded {
+                states: encoded.states.clone().slice(body_row..body_row + 1),
+                mask: encoded.mask.clone().slice(body_row..body_row + 1),
+            };
+            let (spans, span_time) = self.query_spans(query, &keys)?;
+            index_time += span_time;
+            if !spans.is_empty() {
+                let scores = host_values(self.model.score_keys(&body, &spans).into_data())?;
+                for (tokens, score) in spans.into_iter().zip(scores) {
+                    keys.push(Key { tokens, anchored: false, log_prob: f64::from(score) });
+                    key_sources.push(KeySource::QuerySpan);
+                }
+            }
+            let unigrams = self.unigrams(first_log_probs);
+            let timer = Instant::now();
+            let ranking = rank_passages(self.index, &keys, &unigrams, &self.config.scoring, self.config.hits);
+            index_time += timer.elapsed();
+            let ranked_sources = ranking
+                .keys
+                .iter()
+                .map(|k| {
+                    keys.iter()
+                        .position(|key| key.tokens == k.tokens && key.anchored == k.anchored)
+                        .map_or(KeySource::Unigram, |i| key_sources[i])
+                })
+                .collect();
+            let own_model_time = started.elapsed().saturating_sub(index_time);
+            results.push(Retrieved {
+                ranking,
+                key_sources: ranked_sources,
+                model_time: shared_model_time + own_model_time,
+                index_time,
+            });
+        }
+        Ok(results)
+    }
+
+    /// The body view: spans of `body_tokens` from anywhere in the corpus, every prefix a key.
+    fn body_search(&self) -> ViewSearch {
+        ViewSearch {
+            start: self.index.root(),
+            forced: Vec::new(),
+            max_tokens: self.config.body_tokens,
+            end: End::Never,
+            keys: KeepKeys::EveryPrefix,
+        }
+    }
+
+    /// Spans of up to `query_span_words` words of `query` that occur in the corpus and are not
+    /// keys already, and the index time spent finding them.
+    fn query_spans(&self, query: &str, keys: &[Key]) -> Result<(Vec<Vec<u32>>, Duration)> {
         let words: Vec<&str> = query.split_whitespace().collect();
         let mut spans = Vec::new();
         for length in 1..=self.config.query_span_words.min(words.len()) {
@@ -178,46 +248,19 @@ impl<'a, M: EncoderDecoder> Retriever<'a, M> {
         }
         let span_tokens = self.tokenizer.tokens(spans)?;
         let timer = Instant::now();
-        let mut known: HashSet<Vec<u32>> = keys.iter().filter(|k| !k.anchored).map(|k| k.tokens.clone()).collect();
-        let span_tokens: Vec<Vec<u32>> = span_tokens
-            .into_iter()
-            .filter(|t| !t.is_empty() && known.insert(t.clone()) && self.index.count(t) > 0)
-            .collect();
-        index_time += timer.elapsed();
-        if !span_tokens.is_empty() {
-            let scores = host_values(self.model.score_keys(&body, &span_tokens).into_data())?;
-            for (tokens, score) in span_tokens.into_iter().zip(scores) {
-                keys.push(Key { tokens, anchored: false, log_prob: f64::from(score) });
-                sources.push(KeySource::QuerySpan);
+        let mut known: HashSet<&[u32]> = keys.iter().filter(|k| !k.anchored).map(|k| k.tokens.as_slice()).collect();
+        let mut found = Vec::new();
+        for tokens in &span_tokens {
+            if !tokens.is_empty() && known.insert(tokens) && self.index.count(tokens) > 0 {
+                found.push(tokens.clone());
             }
         }
-
-        let unigrams = self.unigrams(&body)?;
-        let timer = Instant::now();
-        let ranking = rank_passages(self.index, &keys, &unigrams, &self.config.scoring, self.config.hits);
-        index_time += timer.elapsed();
-        let key_sources = ranking
-            .keys
-            .iter()
-            .map(|k| {
-                keys.iter()
-                    .position(|key| key.tokens == k.tokens && key.anchored == k.anchored)
-                    .map_or(KeySource::Unigram, |i| sources[i])
-            })
-            .collect();
-        let model_time = started.elapsed().saturating_sub(index_time);
-        Ok(Retrieved { ranking, key_sources, model_time, index_time })
+        Ok((found, timer.elapsed()))
     }
 
-    /// The student's first-step log-probabilities under the body prompt, best
-    /// `unigram_tokens` of them, special tokens left out.
-    fn unigrams(&self, body: &Encoded) -> Result<Vec<Unigram>> {
-        let mut cache = self.model.start_decoding(body);
-        let start = Tensor::<1, Int>::from_data(
-            TensorData::new(vec![i64::from(self.model.decoder_start())], [1]),
-            &self.device,
-        );
-        let log_probs = host_values(log_softmax(self.model.next_logits(&mut cache, start), 1).into_data())?;
+    /// The best `unigram_tokens` of the student's first-step log-probabilities under the body
+    /// prompt, special tokens left out.
+    fn unigrams(&self, log_probs: &[f32]) -> Vec<Unigram> {
         let mut unigrams: Vec<Unigram> = log_probs
             .iter()
             .enumerate()
@@ -226,6 +269,6 @@ impl<'a, M: EncoderDecoder> Retriever<'a, M> {
             .collect();
         unigrams.sort_by(|a, b| b.log_prob.total_cmp(&a.log_prob));
         unigrams.truncate(self.config.unigram_tokens);
-        Ok(unigrams)
+        unigrams
     }
 }

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use common::*;
 use dgr_index::{CorpusIndex, IndexBuilder};
-use dgr_model::beam::{End, KeepKeys, ViewSearch, search_keys};
+use dgr_model::beam::{End, KeepKeys, ViewSearch, search_keys, search_keys_batch};
 use dgr_model::bert2bert::Bert2Bert;
 use dgr_model::seq2seq::{Encoded, EncoderDecoder, Source};
 
@@ -141,4 +141,50 @@ fn titles_are_complete_open_a_passage_and_fit_the_length_limit() {
     let search = search_keys(&model, &index, &encoded, &pq, 100, EOS).unwrap();
     let found: BTreeSet<Vec<u32>> = search.keys.iter().map(|k| k.tokens.clone()).collect();
     assert_eq!(found, [vec![32, 33, 9, 9], vec![34, 9, 9]].into_iter().collect::<BTreeSet<_>>());
+}
+
+#[test]
+fn searches_decoded_together_equal_searches_decoded_alone() {
+    let device = Device::flex();
+    let (dir, _) = model_fixture("tiny-bert2bert");
+    let (model, _, _) = Bert2Bert::load(&dir, &device).unwrap();
+    let passages = vec![vec![11, 12, 9, 9, 13, 14, 15, 12, 13], vec![12, 9, 9, 17, 11, 12, 13, 16], vec![16, 9, 9, 11]];
+    let index = build_index(&passages);
+    // Two sources of different lengths: the shorter one is padded in the batch.
+    let rows = [vec![2i64, 40, 41, 42, 43, 3], vec![2i64, 50, 51, 3]];
+    let encode = |ids: &[Vec<i64>]| {
+        let length = ids.iter().map(Vec::len).max().unwrap();
+        let mut flat = Vec::new();
+        let mut mask = Vec::new();
+        for row in ids {
+            flat.extend(row.iter().copied().chain(std::iter::repeat(0).take(length - row.len())));
+            mask.extend((0..length).map(|i| i64::from(i < row.len())));
+        }
+        let shape = [ids.len(), length];
+        model.encode(&Source {
+            ids: Tensor::<2, Int>::from_data(TensorData::new(flat, shape), &device),
+            mask: Tensor::<2, Int>::from_data(TensorData::new(mask, shape), &device),
+        })
+    };
+    let title = ViewSearch {
+        start: index.passage_start(),
+        forced: Vec::new(),
+        max_tokens: 6,
+        end: End::AfterTokens(MARK.to_vec()),
+        keys: KeepKeys::Finished,
+    };
+    let views = [body(&index, 3), title.clone(), title, body(&index, 2)];
+    let sources = [rows[0].clone(), rows[0].clone(), rows[1].clone(), rows[1].clone()];
+    let together = search_keys_batch(&model, &index, &encode(&sources), &views, 2, EOS).unwrap();
+    for (i, view) in views.iter().enumerate() {
+        let alone = search_keys(&model, &index, &encode(&sources[i..=i]), view, 2, EOS).unwrap();
+        let tokens = |s: &dgr_model::beam::Search| s.keys.iter().map(|k| k.tokens.clone()).collect::<Vec<_>>();
+        assert_eq!(tokens(&together[i]), tokens(&alone), "search {i}");
+        assert!(!alone.keys.is_empty(), "search {i} finds keys");
+        for (a, b) in together[i].keys.iter().zip(&alone.keys) {
+            assert!((a.log_prob - b.log_prob).abs() <= 1e-4, "search {i}: {} vs {}", a.log_prob, b.log_prob);
+        }
+        let first = max_abs_diff(&together[i].first_log_probs, &alone.first_log_probs);
+        assert!(first <= 1e-4 && alone.first_log_probs.len() == 100, "first step of search {i}: {first}");
+    }
 }

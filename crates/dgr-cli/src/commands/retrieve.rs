@@ -45,9 +45,12 @@ pub struct Args {
     /// Beam width (default: retrieve.beam).
     #[arg(long)]
     beam: Option<usize>,
-    /// Queries decoded at once (default: retrieve.threads; 0 = one per core).
+    /// Threads, each decoding its own batch (default: retrieve.threads; 0 = one per core).
     #[arg(long)]
     threads: Option<usize>,
+    /// Queries decoded together (default: retrieve.batch_queries).
+    #[arg(long)]
+    batch_queries: Option<usize>,
 }
 
 impl Args {
@@ -58,6 +61,9 @@ impl Args {
         }
         if let Some(threads) = self.threads {
             figment = figment.merge(("retrieve.threads", threads));
+        }
+        if let Some(batch) = self.batch_queries {
+            figment = figment.merge(("retrieve.batch_queries", batch));
         }
         if let Some(model) = &self.model {
             figment = figment.merge(("retrieve.model", model));
@@ -128,7 +134,7 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<()> {
     let retriever = Retriever::new(&model, &tokenizer, &index, retrieval, device)?;
 
     let started = Instant::now();
-    let results = retrieve_all(&retriever, &queries, threads(r.threads), &Bar::new())?;
+    let results = retrieve_all(&retriever, &queries, r.batch_queries, threads(r.threads), &Bar::new())?;
     let seconds = started.elapsed().as_secs_f64();
 
     let mut run = Run::default();
@@ -179,37 +185,40 @@ fn threads(configured: usize) -> usize {
     if configured > 0 { configured } else { std::thread::available_parallelism().map_or(1, |n| n.get()) }
 }
 
-/// Retrieves for every query on `threads` threads that take queries in turn; results in query
-/// order. The first error stops the work.
+/// Retrieves for every query, in batches of `batch` queries, on `threads` threads that take
+/// batches in turn; results in query order. The first error stops the work.
 fn retrieve_all(
     retriever: &Retriever<'_, Bert2Bert>,
     queries: &[Query],
+    batch: usize,
     threads: usize,
     progress: &dyn Progress,
 ) -> anyhow::Result<Vec<Retrieved>> {
+    let batches: Vec<&[Query]> = queries.chunks(batch.max(1)).collect();
     let next = AtomicUsize::new(0);
-    let slots: Mutex<Vec<Option<Retrieved>>> = Mutex::new(vec![None; queries.len()]);
+    let slots: Mutex<Vec<Option<Vec<Retrieved>>>> = Mutex::new(vec![None; batches.len()]);
     let failure: Mutex<Option<anyhow::Error>> = Mutex::new(None);
     progress.begin("retrieve", queries.len() as u64, Unit::Items);
     std::thread::scope(|scope| {
-        for _ in 0..threads.min(queries.len()) {
+        for _ in 0..threads.min(batches.len()) {
             scope.spawn(|| {
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= queries.len() || failure.lock().map_or(true, |f| f.is_some()) {
+                    if i >= batches.len() || failure.lock().map_or(true, |f| f.is_some()) {
                         break;
                     }
-                    match retriever.retrieve(&queries[i].text) {
+                    let texts: Vec<&str> = batches[i].iter().map(|q| q.text.as_str()).collect();
+                    match retriever.retrieve_batch(&texts) {
                         Ok(found) => {
                             if let Ok(mut slots) = slots.lock() {
                                 slots[i] = Some(found);
                             }
-                            progress.advance(1);
+                            progress.advance(texts.len() as u64);
                         }
                         Err(e) => {
                             if let Ok(mut f) = failure.lock() {
-                                let error = anyhow::Error::new(e).context(format!("query {}", queries[i].id));
-                                f.get_or_insert(error);
+                                let first = batches[i].first().map_or("", |q| q.id.as_str());
+                                f.get_or_insert(anyhow::Error::new(e).context(format!("batch from query {first}")));
                             }
                             break;
                         }
@@ -223,7 +232,8 @@ fn retrieve_all(
         return Err(error);
     }
     let slots = slots.into_inner().map_err(|_| anyhow::anyhow!("a retrieval thread panicked"))?;
-    slots.into_iter().collect::<Option<Vec<_>>>().context("a retrieval thread stopped early")
+    let batches = slots.into_iter().collect::<Option<Vec<_>>>().context("a retrieval thread stopped early")?;
+    Ok(batches.into_iter().flatten().collect())
 }
 
 fn candidates_row(index: &CorpusIndex, query_id: &str, retrieved: &Retrieved) -> QueryCandidates {
