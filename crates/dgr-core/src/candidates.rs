@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow_array::builder::{Float64Builder, ListBuilder, UInt32Builder, UInt64Builder};
+use arrow_array::builder::{Float64Builder, ListBuilder, PrimitiveBuilder, UInt32Builder};
 use arrow_array::types::{Float64Type, UInt32Type, UInt64Type};
 use arrow_array::{Array, ArrayRef, ArrowPrimitiveType, ListArray, PrimitiveArray, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field};
@@ -76,7 +76,7 @@ impl ArrowRecord for QueryCandidates {
         vec![
             Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r.query_id))),
             string_list_column(rows.iter().map(|r| r.passage_ids.as_slice())),
-            float_lists(rows.iter().map(|r| r.scores.clone())),
+            primitive_list_column::<Float64Type>(rows.iter().map(|r| r.scores.clone()), DataType::Float64),
             nested_lists(rows.iter().map(|r| r.passage_keys.clone()), UInt32Builder::new, DataType::UInt32),
             nested_lists(rows.iter().map(|r| r.passage_key_scores.clone()), Float64Builder::new, DataType::Float64),
             nested_lists(
@@ -85,9 +85,18 @@ impl ArrowRecord for QueryCandidates {
                 DataType::UInt32,
             ),
             string_list_column(sources.iter().map(Vec::as_slice)),
-            float_lists(rows.iter().map(|r| r.keys.iter().map(|k| k.log_prob).collect())),
-            u64_lists(rows.iter().map(|r| r.keys.iter().map(|k| k.count).collect())),
-            float_lists(rows.iter().map(|r| r.keys.iter().map(|k| k.weight).collect())),
+            primitive_list_column::<Float64Type>(
+                rows.iter().map(|r| r.keys.iter().map(|k| k.log_prob).collect()),
+                DataType::Float64,
+            ),
+            primitive_list_column::<UInt64Type>(
+                rows.iter().map(|r| r.keys.iter().map(|k| k.count).collect()),
+                DataType::UInt64,
+            ),
+            primitive_list_column::<Float64Type>(
+                rows.iter().map(|r| r.keys.iter().map(|k| k.weight).collect()),
+                DataType::Float64,
+            ),
         ]
     }
 
@@ -158,17 +167,12 @@ impl ArrowRecord for QueryCandidates {
     }
 }
 
-fn float_lists(rows: impl Iterator<Item = Vec<f64>>) -> ArrayRef {
-    let mut builder = ListBuilder::new(Float64Builder::new()).with_field(item(DataType::Float64));
-    for row in rows {
-        builder.values().append_slice(&row);
-        builder.append(true);
-    }
-    Arc::new(builder.finish())
-}
-
-fn u64_lists(rows: impl Iterator<Item = Vec<u64>>) -> ArrayRef {
-    let mut builder = ListBuilder::new(UInt64Builder::new()).with_field(item(DataType::UInt64));
+/// A non-null `List<primitive>` column.
+fn primitive_list_column<T: ArrowPrimitiveType>(
+    rows: impl Iterator<Item = Vec<T::Native>>,
+    item_type: DataType,
+) -> ArrayRef {
+    let mut builder = ListBuilder::new(PrimitiveBuilder::<T>::new()).with_field(item(item_type));
     for row in rows {
         builder.values().append_slice(&row);
         builder.append(true);

@@ -99,7 +99,7 @@ pub fn search_keys_batch(
 ) -> Result<Vec<Search>> {
     let device = encoded.states.device();
     let mut cache = model.start_decoding(encoded);
-    let mut searches: Vec<BeamState> = views.iter().map(|view| BeamState::new(view)).collect();
+    let mut searches: Vec<BeamState> = views.iter().map(BeamState::new).collect();
     let mut last = vec![model.decoder_start(); views.len()];
     let steps = views.iter().map(|v| v.max_tokens).max().unwrap_or(0);
     // One step more than `max_tokens`, where an identifier closed on the last token ends.

@@ -157,7 +157,7 @@ fn searches_decoded_together_equal_searches_decoded_alone() {
         let mut flat = Vec::new();
         let mut mask = Vec::new();
         for row in ids {
-            flat.extend(row.iter().copied().chain(std::iter::repeat(0).take(length - row.len())));
+            flat.extend(row.iter().copied().chain(std::iter::repeat_n(0, length - row.len())));
             mask.extend((0..length).map(|i| i64::from(i < row.len())));
         }
         let shape = [ids.len(), length];
