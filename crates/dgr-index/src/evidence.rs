@@ -116,8 +116,9 @@ pub fn coverage_factor(tokens: &[u32], covered: &HashSet<u32>, beta: f64) -> f64
     1.0 - beta + beta * new as f64 / distinct.len() as f64
 }
 
-/// Ranks passages for one query from its keys and unigram log-probabilities; returns at most
-/// `hits` passages, best first (ties keep the order in which passages were proposed).
+/// Ranks passages for one query from its keys and unigram log-probabilities (one entry per
+/// token); returns at most `hits` passages, best first (ties keep the order in which passages
+/// were proposed).
 pub fn rank_passages(
     index: &CorpusIndex,
     keys: &[Key],
@@ -152,23 +153,28 @@ pub fn rank_passages(
     // Unigram scores: clamped log-odds, not raised; tokens that are keys on their own are left
     // to their key. The best of them also serve as keys, as many as there are keys already.
     let single: HashSet<u32> = weighted.iter().filter(|k| k.tokens.len() == 1).map(|k| k.tokens[0]).collect();
-    let mut unigram_weights: HashMap<u32, f64> = HashMap::new();
+    let mut scored_unigrams: Vec<(&Unigram, Prefix, f64)> = Vec::new();
     for u in unigrams {
         if single.contains(&u.token) {
             continue;
         }
-        let weight = log_odds(u.log_prob, index.count(&[u.token]), total, config.smoothing).max(0.0);
+        let prefix = index.extend(&index.root(), u.token);
+        let weight = log_odds(u.log_prob, prefix.count(), total, config.smoothing).max(0.0);
         if weight > 0.0 {
-            unigram_weights.insert(u.token, weight);
+            scored_unigrams.push((u, prefix, weight));
         }
     }
-    let mut best_unigrams: Vec<(u32, f64)> = unigram_weights.iter().map(|(&t, &w)| (t, w)).collect();
-    best_unigrams.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-    best_unigrams.truncate(weighted.len());
-    for (token, weight) in best_unigrams {
-        let prefix = index.extend(&index.root(), token);
-        let u = unigrams.iter().find(|u| u.token == token).map_or(0.0, |u| u.log_prob);
-        weighted.push(WeightedKey { tokens: vec![token], anchored: false, log_prob: u, count: prefix.count(), weight });
+    let unigram_weights: HashMap<u32, f64> = scored_unigrams.iter().map(|(u, _, w)| (u.token, *w)).collect();
+    scored_unigrams.sort_by(|a, b| b.2.total_cmp(&a.2).then(a.0.token.cmp(&b.0.token)));
+    scored_unigrams.truncate(weighted.len());
+    for (u, prefix, weight) in scored_unigrams {
+        weighted.push(WeightedKey {
+            tokens: vec![u.token],
+            anchored: false,
+            log_prob: u.log_prob,
+            count: prefix.count(),
+            weight,
+        });
         prefixes.push(prefix);
     }
 

@@ -145,7 +145,6 @@ struct BeamState<'v> {
     keys: Vec<FoundKey>,
     first_log_probs: Vec<f32>,
     index_time: Duration,
-    done: bool,
 }
 
 impl<'v> BeamState<'v> {
@@ -157,14 +156,13 @@ impl<'v> BeamState<'v> {
             keys: Vec::new(),
             first_log_probs: Vec::new(),
             index_time: Duration::ZERO,
-            done: false,
         }
     }
 
     /// Whether a live hypothesis can still grow or end.
     fn is_open(&self) -> bool {
         let max = self.view.max_tokens;
-        !self.done && self.live.iter().any(|h| h.tokens.len() < max || may_end(h, &self.view.end))
+        self.live.iter().any(|h| h.tokens.len() < max || may_end(h, &self.view.end))
     }
 
     /// Advances the search by one token given the log-probabilities of its live hypotheses
@@ -175,7 +173,6 @@ impl<'v> BeamState<'v> {
             self.first_log_probs = scores.get(..vocab).map(<[f32]>::to_vec).unwrap_or_default();
         }
         if !self.is_open() {
-            self.done = true;
             self.live.clear();
             return Vec::new();
         }
@@ -254,7 +251,6 @@ impl<'v> BeamState<'v> {
             self.live.clear();
             parents.clear();
         }
-        self.done = self.live.is_empty();
         parents
     }
 

@@ -118,7 +118,7 @@ impl<'a, M: EncoderDecoder> Retriever<'a, M> {
     fn view_search(&self, view: View) -> Option<ViewSearch> {
         let index = self.index;
         let (start, forced, max_tokens, end, keys) = match view {
-            View::Body => return Some(self.body_search()),
+            View::Body => (index.root(), Vec::new(), self.config.body_tokens, End::Never, KeepKeys::EveryPrefix),
             View::Title => (
                 index.passage_start(),
                 Vec::new(),
@@ -137,12 +137,6 @@ impl<'a, M: EncoderDecoder> Retriever<'a, M> {
         (start.count() > 0).then_some(ViewSearch { start, forced, max_tokens, end, keys })
     }
 
-    /// Ranks passages for `query`.
-    pub fn retrieve(&self, query: &str) -> Result<Retrieved> {
-        let mut found = self.retrieve_batch(&[query])?;
-        found.pop().ok_or_else(|| ModelError::ReadBack("no result for the query".into()))
-    }
-
     /// Ranks passages for each of `queries`. Their views are decoded together: one encoder
     /// pass over every (query, view) source and one decoder pass per step over all beams. The
     /// model time of that shared work is split evenly between the queries.
@@ -150,15 +144,16 @@ impl<'a, M: EncoderDecoder> Retriever<'a, M> {
         let started = Instant::now();
         // Which (query, view) each search is; every query has a body search, whose first step
         // is also the unigram distribution.
+        let views: Vec<(View, ViewSearch)> =
+            View::ALL.into_iter().filter_map(|view| Some((view, self.view_search(view)?))).collect();
         let mut owners: Vec<(usize, View)> = Vec::new();
         let mut searches: Vec<ViewSearch> = Vec::new();
         let mut sources = Vec::new();
         for (q, query) in queries.iter().enumerate() {
-            for view in View::ALL {
-                let Some(search) = self.view_search(view) else { continue };
+            for (view, search) in &views {
                 sources.push(self.tokenizer.encode(&view.source(query))?);
-                owners.push((q, view));
-                searches.push(search);
+                owners.push((q, *view));
+                searches.push(search.clone());
             }
         }
         let input = batch(&sources, &self.device);
@@ -225,17 +220,6 @@ impl<'a, M: EncoderDecoder> Retriever<'a, M> {
             });
         }
         Ok(results)
-    }
-
-    /// The body view: spans of `body_tokens` from anywhere in the corpus, every prefix a key.
-    fn body_search(&self) -> ViewSearch {
-        ViewSearch {
-            start: self.index.root(),
-            forced: Vec::new(),
-            max_tokens: self.config.body_tokens,
-            end: End::Never,
-            keys: KeepKeys::EveryPrefix,
-        }
     }
 
     /// Spans of up to `query_span_words` words of `query` that occur in the corpus and are not
