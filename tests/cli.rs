@@ -388,3 +388,74 @@ fn retrieve_writes_a_run_and_candidates_backed_by_the_index() {
         }
     }
 }
+
+#[test]
+fn teacher_import_reads_dgr_jsonl_and_tsv_into_rank_lists_and_locates_bad_lines() {
+    use dgr_core::rank_lists::{MANIFEST_FILE, RankList, SET_FORMAT, SET_VERSION};
+    use dgr_core::shards::{ShardManifest, read_shard_set};
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let input = fixtures().join("wiki-vital/summaries_subset.json");
+    std::fs::write(t.join("job.toml"), format!("[job]\ndir = \"job\"\n[prepare]\ninput = {:?}\n", s(&input))).unwrap();
+    ok(t, &["--config", "job.toml", "prepare"]);
+    let queries: Vec<dgr_core::Query> =
+        dgr_core::arrow_file::read_records(&t.join("job/data/queries-train.arrow")).unwrap();
+    let qrels = read_qrels(&t.join("job/data/qrels-train.tsv")).unwrap();
+    let (q0, q1) = (&queries[0].id, &queries[1].id);
+    let relevant = |q: &str| qrels.judgments[q].keys().next().unwrap().clone();
+    let (p0, p1) = (relevant(q0), relevant(q1));
+    let read = || {
+        let dir = t.join("job/rank_lists/train");
+        let manifest = ShardManifest::open(&dir, MANIFEST_FILE, SET_FORMAT, SET_VERSION).unwrap();
+        read_shard_set::<RankList>(&dir, &manifest).unwrap()
+    };
+
+    // DGR JSONL: ids as strings or numbers, scores as numbers or strings (the reference writes
+    // both), blank lines skipped.
+    let numeric: u64 = q1.parse().expect("fixture query ids are numbers");
+    let jsonl = format!(
+        "{{\"id\": \"{q0}\", \"question\": \"q\", \"positive_ctxs\": [{{\"passage_id\": \"{p0}\", \"score\": \"12.5\", \"score_teacher_simlm\": 3.0}}], \"negative_ctxs\": [{{\"passage_id\": \"{p1}\", \"score\": 11.0, \"score_teacher_simlm\": 4.5}}]}}\n\n\
+         {{\"id\": {numeric}, \"question\": \"q\", \"positive_ctxs\": [{{\"passage_id\": \"{p1}\", \"score_teacher_simlm\": 1.0}}], \"negative_ctxs\": []}}\n"
+    );
+    std::fs::write(t.join("scores.jsonl"), &jsonl).unwrap();
+    let file = s(&t.join("scores.jsonl")).to_string();
+    ok(t, &["--config", "job.toml", "teacher", "import", "--format", "dgr-jsonl", "--input", &file]);
+    let lists = read();
+    assert_eq!(lists.len(), 2);
+    assert_eq!(lists[0].query_id, *q0);
+    assert_eq!(lists[0].passage_ids, vec![p0.clone(), p1.clone()]);
+    assert_eq!(lists[0].candidate_scores, vec![12.5, 11.0]);
+    assert_eq!(lists[0].teacher_ranks, vec![1, 0], "the negative scored higher by the teacher ranks first");
+    assert_eq!(lists[0].labels, vec![1, 0]);
+    assert_eq!(lists[1].query_id, *q1);
+    assert_eq!(lists[1].labels, vec![1]);
+
+    // TSV, grouped by query in file order.
+    let tsv = format!("# qid pid score\n{q1}\t{p1}\t0.25\n{q0}\t{p1}\t2\n{q1}\t{p0}\t0.75\n");
+    std::fs::write(t.join("scores.tsv"), tsv).unwrap();
+    let file = s(&t.join("scores.tsv")).to_string();
+    ok(t, &["--config", "job.toml", "teacher", "import", "--format", "tsv", "--input", &file]);
+    let lists = read();
+    assert_eq!(lists.iter().map(|l| l.query_id.as_str()).collect::<Vec<_>>(), vec![q1.as_str(), q0.as_str()]);
+    assert_eq!(lists[0].passage_ids, vec![p1.clone(), p0.clone()]);
+    assert_eq!(lists[0].teacher_ranks, vec![1, 0]);
+    assert_eq!(lists[0].labels, vec![1, 0]);
+
+    // Bad input names the file, the line and the field.
+    std::fs::write(t.join("bad.tsv"), format!("{q0}\t{p0}\t0.5\n{q0}\tno-such-passage\t0.1\n")).unwrap();
+    let stderr = fails(t, &["--config", "job.toml", "teacher", "import", "--format", "tsv", "--input", "bad.tsv"]);
+    assert!(
+        stderr.contains("bad.tsv: line 2: field `pid`: names no passage of the corpus: no-such-passage"),
+        "{stderr}"
+    );
+    std::fs::write(
+        t.join("bad.jsonl"),
+        format!(r#"{{"id": "{q0}", "positive_ctxs": [{{"passage_id": "{p0}"}}], "negative_ctxs": []}}"#),
+    )
+    .unwrap();
+    let stderr =
+        fails(t, &["--config", "job.toml", "teacher", "import", "--format", "dgr-jsonl", "--input", "bad.jsonl"]);
+    assert!(stderr.contains("bad.jsonl: line 1: field `positive_ctxs[0].score_teacher_*`: is missing"), "{stderr}");
+    // The earlier set is untouched by the failed imports.
+    assert_eq!(read().len(), 2);
+}

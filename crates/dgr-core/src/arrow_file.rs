@@ -296,7 +296,7 @@ impl StringLists<'_> {
 /// Builds a non-null `List<Utf8>` column.
 pub fn string_list_column<'a>(rows: impl Iterator<Item = &'a [String]>) -> ArrayRef {
     let mut builder = arrow_array::builder::ListBuilder::new(arrow_array::builder::StringBuilder::new())
-        .with_field(string_list_item());
+        .with_field(list_item(arrow_schema::DataType::Utf8));
     for row in rows {
         for value in row {
             builder.values().append_value(value);
@@ -306,11 +306,59 @@ pub fn string_list_column<'a>(rows: impl Iterator<Item = &'a [String]>) -> Array
     Arc::new(builder.finish())
 }
 
-fn string_list_item() -> Arc<Field> {
-    Arc::new(Field::new_list_field(arrow_schema::DataType::Utf8, false))
-}
-
 /// The Arrow type of a `List<Utf8>` column as dgr writes it.
 pub fn string_list_type() -> arrow_schema::DataType {
-    arrow_schema::DataType::List(string_list_item())
+    list_of(arrow_schema::DataType::Utf8)
+}
+
+/// The non-null item field of a list column as dgr writes it.
+pub fn list_item(data_type: arrow_schema::DataType) -> Arc<Field> {
+    Arc::new(Field::new_list_field(data_type, false))
+}
+
+/// `List<data_type>` with non-null items.
+pub fn list_of(data_type: arrow_schema::DataType) -> arrow_schema::DataType {
+    arrow_schema::DataType::List(list_item(data_type))
+}
+
+/// Builds a non-null `List<primitive>` column.
+pub fn primitive_list_column<T: arrow_array::ArrowPrimitiveType>(
+    rows: impl Iterator<Item = Vec<T::Native>>,
+    item_type: arrow_schema::DataType,
+) -> ArrayRef {
+    let mut builder = arrow_array::builder::ListBuilder::new(arrow_array::builder::PrimitiveBuilder::<T>::new())
+        .with_field(list_item(item_type));
+    for row in rows {
+        builder.values().append_slice(&row);
+        builder.append(true);
+    }
+    Arc::new(builder.finish())
+}
+
+/// A list column with neither null lists nor null items.
+pub fn as_list<'a>(array: &'a dyn Array, path: &Path, name: &str) -> Result<&'a arrow_array::ListArray> {
+    let list = array
+        .as_any()
+        .downcast_ref::<arrow_array::ListArray>()
+        .ok_or_else(|| Error::format(path, format!("column `{name}` is not a list")))?;
+    if list.null_count() > 0 || list.values().null_count() > 0 {
+        return Err(Error::format(path, format!("column `{name}` has nulls")));
+    }
+    Ok(list)
+}
+
+/// Rows of a non-null `List<primitive>` column.
+pub fn primitive_lists<T: arrow_array::ArrowPrimitiveType>(
+    array: &ArrayRef,
+    path: &Path,
+    name: &str,
+) -> Result<Vec<Vec<T::Native>>> {
+    let list = as_list(array.as_ref(), path, name)?;
+    let values = list
+        .values()
+        .as_any()
+        .downcast_ref::<arrow_array::PrimitiveArray<T>>()
+        .ok_or_else(|| Error::format(path, format!("column `{name}` has the wrong item type")))?;
+    let offsets = list.value_offsets();
+    Ok((0..list.len()).map(|r| values.values()[offsets[r] as usize..offsets[r + 1] as usize].to_vec()).collect())
 }

@@ -6,13 +6,22 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow_array::builder::{Float64Builder, ListBuilder, PrimitiveBuilder, UInt32Builder};
+use arrow_array::builder::{Float64Builder, ListBuilder, UInt32Builder};
 use arrow_array::types::{Float64Type, UInt32Type, UInt64Type};
-use arrow_array::{Array, ArrayRef, ArrowPrimitiveType, ListArray, PrimitiveArray, RecordBatch, StringArray};
+use arrow_array::{Array, ArrayRef, ArrowPrimitiveType, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field};
 
-use crate::arrow_file::{ArrowRecord, BatchColumns, string_list_column, string_list_type};
+use crate::arrow_file::{
+    ArrowRecord, BatchColumns, as_list, list_item, list_of, primitive_list_column, primitive_lists, string_list_column,
+    string_list_type,
+};
 use crate::error::{Error, Position, Result};
+
+/// `format` of a candidate set's manifest ([`crate::shards::ShardManifest`]).
+pub const CANDIDATES_FORMAT: &str = "dgr.candidate-shards";
+pub const CANDIDATES_VERSION: u32 = 1;
+/// Name of that manifest inside `<job>/candidates/<split>/`.
+pub const CANDIDATES_MANIFEST: &str = "candidates.json";
 
 /// A key behind a query's candidates.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,14 +50,6 @@ pub struct QueryCandidates {
     /// coverage factor there); the rest of the score is unigram scores.
     pub passage_key_scores: Vec<Vec<f64>>,
     pub keys: Vec<CandidateKey>,
-}
-
-fn item(data_type: DataType) -> Arc<Field> {
-    Arc::new(Field::new_list_field(data_type, false))
-}
-
-fn list_of(data_type: DataType) -> DataType {
-    DataType::List(item(data_type))
 }
 
 impl ArrowRecord for QueryCandidates {
@@ -167,26 +168,13 @@ impl ArrowRecord for QueryCandidates {
     }
 }
 
-/// A non-null `List<primitive>` column.
-fn primitive_list_column<T: ArrowPrimitiveType>(
-    rows: impl Iterator<Item = Vec<T::Native>>,
-    item_type: DataType,
-) -> ArrayRef {
-    let mut builder = ListBuilder::new(PrimitiveBuilder::<T>::new()).with_field(item(item_type));
-    for row in rows {
-        builder.values().append_slice(&row);
-        builder.append(true);
-    }
-    Arc::new(builder.finish())
-}
-
 /// A non-null `List<List<T>>` column; `values` makes the item builder.
 fn nested_lists<B, T>(rows: impl Iterator<Item = Vec<Vec<T>>>, values: fn() -> B, item_type: DataType) -> ArrayRef
 where
     B: arrow_array::builder::ArrayBuilder + Extend<Option<T>>,
 {
-    let inner = ListBuilder::new(values()).with_field(item(item_type.clone()));
-    let mut builder = ListBuilder::new(inner).with_field(item(list_of(item_type)));
+    let inner = ListBuilder::new(values()).with_field(list_item(item_type.clone()));
+    let mut builder = ListBuilder::new(inner).with_field(list_item(list_of(item_type)));
     for row in rows {
         for list in row {
             builder.values().values().extend(list.into_iter().map(Some));
@@ -195,29 +183,6 @@ where
         builder.append(true);
     }
     Arc::new(builder.finish())
-}
-
-fn as_list<'a>(array: &'a dyn Array, path: &Path, name: &str) -> Result<&'a ListArray> {
-    let list = array
-        .as_any()
-        .downcast_ref::<ListArray>()
-        .ok_or_else(|| Error::format(path, format!("column `{name}` is not a list")))?;
-    if list.null_count() > 0 || list.values().null_count() > 0 {
-        return Err(Error::format(path, format!("column `{name}` has nulls")));
-    }
-    Ok(list)
-}
-
-/// Rows of a non-null `List<primitive>` column.
-fn primitive_lists<T: ArrowPrimitiveType>(array: &ArrayRef, path: &Path, name: &str) -> Result<Vec<Vec<T::Native>>> {
-    let list = as_list(array.as_ref(), path, name)?;
-    let values = list
-        .values()
-        .as_any()
-        .downcast_ref::<PrimitiveArray<T>>()
-        .ok_or_else(|| Error::format(path, format!("column `{name}` has the wrong item type")))?;
-    let offsets = list.value_offsets();
-    Ok((0..list.len()).map(|r| values.values()[offsets[r] as usize..offsets[r + 1] as usize].to_vec()).collect())
 }
 
 /// Rows of a non-null `List<List<primitive>>` column.

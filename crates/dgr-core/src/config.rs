@@ -29,6 +29,9 @@ pub struct Config {
     pub eval: EvalConfig,
     pub train_gen: TrainGenConfig,
     pub retrieve: RetrieveConfig,
+    pub teacher: TeacherConfig,
+    pub coordinator: CoordinatorConfig,
+    pub worker: WorkerConfig,
 }
 
 /// Where a job keeps its artefacts.
@@ -149,6 +152,76 @@ pub struct RetrieveConfig {
     pub threads: usize,
 }
 
+/// Teacher scoring of candidate lists into rank-list shards (`dgr teacher`, method §3).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TeacherConfig {
+    /// HF model directory: config.json, model.safetensors, tokenizer.json.
+    pub model: PathBuf,
+    pub kind: TeacherKind,
+    /// Prepended to queries / passages before tokenising (E5: `query: ` / `passage: `).
+    pub query_prefix: String,
+    pub passage_prefix: String,
+    /// Token limit of a sequence (a pair, for the cross-encoder), special tokens included.
+    pub max_tokens: usize,
+    /// Over-long sequences: `truncate` or `error`.
+    pub overlong: Overlong,
+    /// Sequences per forward pass (sorted by length, so padding stays small).
+    pub batch_size: usize,
+    /// Where candidates come from: `gr` (`<job>/candidates/<split>/`, from `dgr retrieve`) or
+    /// `bm25` (`<job>/runs/bm25-<split>.trec`).
+    pub candidates: CandidateSource,
+    /// Candidates scored per query (the best ones by candidate score).
+    pub depth: usize,
+    /// Queries per rank-list shard, and per coordinator lease.
+    pub shard_queries: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TeacherKind {
+    /// Cosine of mean-pooled, L2-normalised embeddings.
+    BiEncoder,
+    /// First logit of a classification head over `[CLS] query [SEP] passage [SEP]`.
+    CrossEncoder,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CandidateSource {
+    Gr,
+    Bm25,
+}
+
+/// The job service that leases shards of a stage to workers (`dgr coordinator`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CoordinatorConfig {
+    /// Address to listen on; loopback unless set otherwise.
+    pub bind: String,
+    /// Shared secret every request must carry (`Authorization: Bearer ...`); the `DGR_TOKEN`
+    /// environment variable is used when this is empty.
+    pub token: String,
+    /// A lease not renewed by a heartbeat for this long expires and its shard goes to another
+    /// worker.
+    pub lease_seconds: f64,
+    /// How often workers renew their lease.
+    pub heartbeat_seconds: f64,
+    /// Largest request body accepted.
+    pub max_body_bytes: usize,
+    /// After the job is complete, keep answering for this long so that polling workers learn
+    /// it is done.
+    pub linger_seconds: f64,
+}
+
+/// A worker process (`dgr worker`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// Give up when the coordinator has been unreachable this long (it may be restarting).
+    pub retry_seconds: f64,
+}
+
 /// What to do with a sequence longer than its token limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -187,7 +260,17 @@ impl JobConfig {
     pub fn candidates_dir(&self) -> PathBuf {
         self.dir.join("candidates")
     }
+    pub fn rank_lists_dir(&self) -> PathBuf {
+        self.dir.join("rank_lists")
+    }
+    /// The coordinator's ledger databases, one per stage and split.
+    pub fn coordinator_dir(&self) -> PathBuf {
+        self.dir.join("coordinator")
+    }
 }
+
+/// `DGR_TOKEN` is the coordinator's secret, read on its own, not a configuration key.
+const TOKEN_VARIABLE_KEY: &str = "TOKEN";
 
 /// Builds the layered configuration; `overrides` (from CLI flags) are merged last.
 pub fn load(user_file: Option<&Path>, overrides: Figment) -> Result<Config> {
@@ -198,7 +281,7 @@ pub fn load(user_file: Option<&Path>, overrides: Figment) -> Result<Config> {
         }
         figment = figment.merge(Toml::file(path));
     }
-    figment = figment.merge(Env::prefixed("DGR_").split("__")).merge(overrides);
+    figment = figment.merge(Env::prefixed("DGR_").ignore(&[TOKEN_VARIABLE_KEY]).split("__")).merge(overrides);
     let config: Config = figment
         .extract()
         .map_err(|errors| Error::Config(errors.into_iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ")))?;
@@ -236,6 +319,21 @@ impl Config {
             return Err(Error::Config(
                 "retrieve.coverage must lie in [0, 1] and retrieve.smoothing be positive".into(),
             ));
+        }
+        let t = &self.teacher;
+        if [t.batch_size, t.depth, t.shard_queries].contains(&0) || t.max_tokens < 3 {
+            return Err(Error::Config(
+                "teacher.batch_size, depth and shard_queries must be at least 1, max_tokens at least 3".into(),
+            ));
+        }
+        let c = &self.coordinator;
+        if !(c.heartbeat_seconds > 0.0 && c.lease_seconds > c.heartbeat_seconds) {
+            return Err(Error::Config(
+                "coordinator.heartbeat_seconds must be positive and below coordinator.lease_seconds".into(),
+            ));
+        }
+        if c.max_body_bytes < 1024 {
+            return Err(Error::Config("coordinator.max_body_bytes must be at least 1024".into()));
         }
         if self.eval.recall_at.contains(&0) {
             return Err(Error::Config("eval.recall_at cutoffs must be at least 1".into()));

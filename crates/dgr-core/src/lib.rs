@@ -1,7 +1,8 @@
 //! dgr-core: the data layer of dgr.
 //!
 //! Records ([`Passage`], [`Query`]), their Arrow IPC files with versioned schemas
-//! ([`arrow_file`]), TREC qrels and runs ([`trec`]), dataset importers ([`import`]),
+//! ([`arrow_file`]), candidate and rank-list shard sets ([`candidates`], [`rank_lists`],
+//! [`shards`]), TREC qrels and runs ([`trec`]), dataset importers ([`import`]),
 //! atomic writes ([`atomic`]) and layered configuration ([`config`]).
 //!
 //! It knows nothing of models, tensors, processes or the network.
@@ -19,7 +20,9 @@ pub mod config;
 pub mod error;
 pub mod import;
 pub mod progress;
+pub mod rank_lists;
 pub mod records;
+pub mod shards;
 pub mod trec;
 pub mod views;
 

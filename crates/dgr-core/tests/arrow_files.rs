@@ -166,3 +166,86 @@ fn candidates_round_trip_and_inconsistent_rows_are_refused() {
     let err = read_records::<QueryCandidates>(&path).unwrap_err().to_string();
     assert!(err.contains("row 5") && err.contains("passage_key_scores"), "{err}");
 }
+
+fn rank_list(i: usize) -> dgr_core::rank_lists::RankList {
+    let n = i % 4 + 1;
+    dgr_core::rank_lists::RankList::new(
+        format!("q{i}"),
+        (0..n).map(|p| format!("p{}", i * 10 + p)).collect(),
+        (0..n).map(|p| 10.0 - p as f64).collect(),
+        (0..n).map(|p| ((i + p) % 3) as f64 * 0.5).collect(),
+        (0..n).map(|p| i32::from(p == 0)).collect(),
+    )
+}
+
+#[test]
+fn rank_lists_derive_ranks_round_trip_and_inconsistent_rows_are_refused() {
+    use dgr_core::rank_lists::{RankList, ranks_of};
+    // Highest score first; ties keep candidate order.
+    assert_eq!(ranks_of(&[0.5, 2.0, 0.5, -1.0]), vec![1, 0, 2, 3]);
+    let list = rank_list(5);
+    let order = list.teacher_order();
+    assert!(order.windows(2).all(|w| list.teacher_scores[w[0]] >= list.teacher_scores[w[1]]));
+
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("shard.arrow");
+    let rows: Vec<RankList> = (0..9000).map(rank_list).collect();
+    write_records(&path, &[("dgr.teacher", "t")], rows.clone()).unwrap();
+    assert_eq!(read_records::<RankList>(&path).unwrap(), rows);
+
+    // Ranks that are not a permutation are refused with the row.
+    let mut bad = rank_list(3);
+    bad.teacher_ranks[1] = bad.teacher_ranks[0];
+    write_records(&path, &[], [rank_list(0), bad]).unwrap();
+    let err = read_records::<RankList>(&path).unwrap_err().to_string();
+    assert!(err.contains("row 1") && err.contains("teacher_ranks") && err.contains("permutation"), "{err}");
+    let mut short = rank_list(2);
+    short.labels.pop();
+    write_records(&path, &[], [short]).unwrap();
+    let err = read_records::<RankList>(&path).unwrap_err().to_string();
+    assert!(err.contains("row 0") && err.contains("labels"), "{err}");
+}
+
+#[test]
+fn shard_sets_verify_manifest_checksums_and_row_counts() {
+    use dgr_core::rank_lists::{MANIFEST_FILE, RankList, SET_FORMAT, SET_VERSION};
+    use dgr_core::shards::{ShardEntry, ShardManifest, read_shard_set, shard_file_name};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut shards = Vec::new();
+    for n in 0..3 {
+        let file = shard_file_name(n);
+        let rows = write_records(&dir.join(&file), &[], (n * 4..n * 4 + 4).map(rank_list)).unwrap();
+        let sha256 = dgr_core::import::sha256_file(&dir.join(&file)).unwrap().1;
+        shards.push(ShardEntry { file, queries: rows, sha256 });
+    }
+    let manifest = ShardManifest {
+        format: SET_FORMAT.into(),
+        version: SET_VERSION,
+        split: "train".into(),
+        queries: 12,
+        shards,
+        provenance: serde_json::Map::new(),
+    };
+    manifest.write(dir, MANIFEST_FILE).unwrap();
+    let opened = ShardManifest::open(dir, MANIFEST_FILE, SET_FORMAT, SET_VERSION).unwrap();
+    assert_eq!(opened.first_queries(), vec![0, 4, 8]);
+    let rows: Vec<RankList> = read_shard_set(dir, &opened).unwrap();
+    assert_eq!(rows, (0..12).map(rank_list).collect::<Vec<_>>());
+
+    // Another format or version, and a manifest whose rows do not add up, are refused.
+    let err = ShardManifest::open(dir, MANIFEST_FILE, "dgr.candidate-shards", 1).unwrap_err().to_string();
+    assert!(err.contains("expected `dgr.candidate-shards`"), "{err}");
+    let err = ShardManifest::open(dir, MANIFEST_FILE, SET_FORMAT, 2).unwrap_err().to_string();
+    assert!(err.contains("version 1 is not supported"), "{err}");
+    let mut wrong = manifest.clone();
+    wrong.queries = 13;
+    wrong.write(dir, "wrong.json").unwrap();
+    let err = ShardManifest::open(dir, "wrong.json", SET_FORMAT, SET_VERSION).unwrap_err().to_string();
+    assert!(err.contains("shards hold 12 rows, the manifest says 13"), "{err}");
+
+    // A shard changed after the manifest was written fails its checksum, naming the file.
+    write_records(&dir.join(shard_file_name(1)), &[], (4..8).map(rank_list).rev()).unwrap();
+    let err = read_shard_set::<RankList>(dir, &opened).unwrap_err().to_string();
+    assert!(err.contains("shard-00001.arrow") && err.contains("checksum mismatch"), "{err}");
+}

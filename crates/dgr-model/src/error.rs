@@ -33,7 +33,7 @@ pub enum ModelError {
 }
 
 /// The values of a float tensor, on the host.
-pub(crate) fn host_values(data: burn::tensor::TensorData) -> Result<Vec<f32>> {
+pub fn host_values(data: burn::tensor::TensorData) -> Result<Vec<f32>> {
     data.convert::<f32>().try_into_vec::<f32>().map_err(|e| ModelError::ReadBack(format!("{e:?}")))
 }
 

@@ -1,11 +1,13 @@
 //! One module per subcommand; `run` dispatches.
 
 mod bm25;
+mod distributed;
 mod eval;
 mod index;
 mod pipeline;
 mod prepare;
 mod retrieve;
+mod teacher;
 mod train_gen;
 
 use std::path::Path;
@@ -34,6 +36,17 @@ pub enum Command {
     /// Generative retrieval with the stage-1 student over the FM-index: a TREC run
     /// (<job.dir>/runs/gr-<split>.trec) and candidate shards (<job.dir>/candidates/<split>/).
     Retrieve(retrieve::Args),
+    /// Teacher stage: rank each query's candidates with a bi-encoder or cross-encoder teacher
+    /// into rank-list shards (<job.dir>/rank_lists/<split>/), or import scores made elsewhere.
+    #[command(subcommand)]
+    Teacher(teacher::Command),
+    /// Run the job service for a stage (teacher or retrieve): lease its shards to `dgr worker`
+    /// processes, reassign those of dead workers, assemble the result when all are done.
+    Coordinator(distributed::CoordinatorArgs),
+    /// Work for a coordinator: lease shards, compute them, report them, until the job is done.
+    Worker(distributed::WorkerArgs),
+    /// Show a running coordinator's progress: shards done / leased / pending, workers, ETA.
+    Status(distributed::StatusArgs),
     /// Run the whole pipeline of the configured job (today: prepare, BM25, eval).
     Run(pipeline::Args),
 }
@@ -46,6 +59,10 @@ pub fn run(command: Command, config_file: Option<&Path>) -> anyhow::Result<()> {
         Command::Eval(args) => eval::run(&load_config(config_file, Figment::new())?, &args),
         Command::TrainGen(args) => train_gen::run(&load_config(config_file, args.overrides())?),
         Command::Retrieve(args) => retrieve::run(&load_config(config_file, args.overrides())?, &args),
+        Command::Teacher(cmd) => teacher::run(&load_config(config_file, cmd.overrides())?, &cmd),
+        Command::Coordinator(args) => distributed::coordinator(&load_config(config_file, args.overrides())?, &args),
+        Command::Worker(args) => distributed::worker(&load_config(config_file, Figment::new())?, &args),
+        Command::Status(args) => distributed::status(&load_config(config_file, Figment::new())?, &args),
         Command::Run(args) => pipeline::run(&load_config(config_file, Figment::new())?, &args),
     }
 }

@@ -3,26 +3,30 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use burn::tensor::Device;
+use dgr_coordinator::api::ShardSpec;
+use dgr_coordinator::ledger::JobSpec;
+use dgr_coordinator::worker::ShardWork;
 use dgr_core::Query;
 use dgr_core::arrow_file::{read_records, write_records};
-use dgr_core::atomic::{StagingDir, write_atomic};
-use dgr_core::candidates::{CandidateKey, QueryCandidates};
+use dgr_core::atomic::StagingDir;
+use dgr_core::candidates::{CANDIDATES_FORMAT, CANDIDATES_MANIFEST, CANDIDATES_VERSION, CandidateKey, QueryCandidates};
 use dgr_core::config::Config;
 use dgr_core::import::sha256_file;
-use dgr_core::progress::{Progress, Unit};
+use dgr_core::progress::{NoProgress, Progress, Unit};
+use dgr_core::shards::{ShardEntry, ShardManifest, read_verified_shard, shard_file_name};
 use dgr_core::trec::{Run, ScoredDoc, write_run};
 use dgr_index::CorpusIndex;
 use dgr_index::evidence::ScoringConfig;
+use dgr_index::store::read_manifest;
 use dgr_model::bert2bert::Bert2Bert;
 use dgr_model::retrieve::{KeySource, RetrievalConfig, Retrieved, Retriever};
 use dgr_model::tokenizer::TextTokenizer;
 use figment::Figment;
-use serde::Serialize;
 use tracing::info;
 
 use crate::commands::index::open_index;
@@ -72,97 +76,222 @@ impl Args {
     }
 }
 
-/// `candidates.json`: the shards of one split, written after them.
-#[derive(Serialize)]
-struct CandidatesManifest {
-    format: &'static str,
-    version: u32,
-    split: String,
-    queries: usize,
-    shards: Vec<ShardEntry>,
-    model: String,
+/// What the retrieve stage reads, and the fingerprint that ties a coordinator and its workers
+/// to the same inputs and settings.
+pub struct RetrieveInputs {
+    queries: Vec<Query>,
+    model_dir: PathBuf,
+    index_dir: PathBuf,
     index_sha256: String,
-    beam: usize,
-    hits: usize,
-    program: String,
+    fingerprint: String,
 }
 
-#[derive(Serialize)]
-struct ShardEntry {
-    file: String,
-    queries: u64,
-    sha256: String,
+impl RetrieveInputs {
+    pub fn load(config: &Config, split: &str) -> anyhow::Result<Self> {
+        Self::load_limited(config, split, None, None)
+    }
+
+    fn load_limited(
+        config: &Config,
+        split: &str,
+        limit: Option<usize>,
+        index_dir: Option<PathBuf>,
+    ) -> anyhow::Result<Self> {
+        let r = &config.retrieve;
+        let model_dir = if r.model.as_os_str().is_empty() {
+            config.job.stage1_dir().join("weights/final")
+        } else {
+            r.model.clone()
+        };
+        let index_dir = index_dir.unwrap_or_else(|| config.job.index_dir());
+        let index_sha256 = read_manifest(&index_dir)
+            .context("cannot open the FM-index (build it with `dgr index build`)")?
+            .index_sha256;
+        let queries_path = config.job.data_dir().join(format!("queries-{split}.arrow"));
+        let mut queries: Vec<Query> =
+            read_records(&queries_path).with_context(|| format!("no queries for split `{split}`"))?;
+        if let Some(limit) = limit {
+            queries.truncate(limit);
+        }
+        if queries.is_empty() {
+            bail!("{} has no queries", queries_path.display());
+        }
+        let weights = model_dir.join("model.safetensors");
+        let model_sha256 = sha256_file(&weights)
+            .with_context(|| format!("no student in {} (train one with `dgr train-gen`)", model_dir.display()))?
+            .1;
+        let settings = serde_json::to_string(r)?;
+        let fingerprint = format!(
+            "student {} sha256 {model_sha256}; index sha256 {index_sha256}; queries {} ({}); retrieve {settings}",
+            model_dir.display(),
+            queries.len(),
+            queries_path.display()
+        );
+        Ok(RetrieveInputs { queries, model_dir, index_dir, index_sha256, fingerprint })
+    }
+
+    /// The job a coordinator runs for these inputs.
+    pub fn job(&self, config: &Config, split: &str) -> JobSpec {
+        let per_shard = config.retrieve.shard_queries;
+        let shards = (0..self.queries.len())
+            .step_by(per_shard)
+            .map(|first| (first as u64, (per_shard.min(self.queries.len() - first)) as u64))
+            .collect();
+        JobSpec {
+            stage: "retrieve".into(),
+            split: split.to_string(),
+            shards,
+            output_dir: config.job.candidates_dir().join(split),
+            fingerprint: self.fingerprint.clone(),
+        }
+    }
+
+    /// Writes the TREC run and the manifest of a set whose shards are in place in `out`.
+    pub fn finish(&self, config: &Config, out: &Path, shards: Vec<ShardEntry>) -> anyhow::Result<()> {
+        let split = out.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let mut run = Run::default();
+        for shard in &shards {
+            for row in read_verified_shard::<QueryCandidates>(out, shard)? {
+                add_to_run(&mut run, &row);
+            }
+        }
+        let run_path = config.job.runs_dir().join(format!("gr-{split}.trec"));
+        write_run(&run_path, &run, "dgr-gr")?;
+        self.manifest(config, &split, shards).write(out, CANDIDATES_MANIFEST)?;
+        Ok(())
+    }
+
+    fn manifest(&self, config: &Config, split: &str, shards: Vec<ShardEntry>) -> ShardManifest {
+        let r = &config.retrieve;
+        let provenance = serde_json::json!({
+            "model": self.model_dir.display().to_string(),
+            "index_sha256": self.index_sha256,
+            "beam": r.beam,
+            "hits": r.hits,
+            "program": concat!("dgr ", env!("CARGO_PKG_VERSION")),
+        });
+        ShardManifest {
+            format: CANDIDATES_FORMAT.into(),
+            version: CANDIDATES_VERSION,
+            split: split.to_string(),
+            queries: shards.iter().map(|s| s.queries).sum(),
+            shards,
+            provenance: provenance.as_object().cloned().unwrap_or_default(),
+        }
+    }
+}
+
+/// The student and the index, loaded once, retrieving for ranges of the split's queries.
+pub struct RetrieveWork {
+    model: Bert2Bert,
+    tokenizer: TextTokenizer,
+    index: CorpusIndex,
+    retrieval: RetrievalConfig,
+    batch_queries: usize,
+    threads: usize,
+    split: String,
+    inputs: RetrieveInputs,
+}
+
+impl RetrieveWork {
+    pub fn load(config: &Config, split: &str) -> anyhow::Result<Self> {
+        Self::from_inputs(config, split, RetrieveInputs::load(config, split)?)
+    }
+
+    fn from_inputs(config: &Config, split: &str, inputs: RetrieveInputs) -> anyhow::Result<Self> {
+        let r = &config.retrieve;
+        let (index, _) = open_index(config, &inputs.index_dir)?;
+        let tokenizer = TextTokenizer::from_file(&config.index.tokenizer, r.max_source_tokens)?;
+        let (model, _, _) = Bert2Bert::load(&inputs.model_dir, &Device::flex()).with_context(|| {
+            format!("cannot load the student from {} (train one with `dgr train-gen`)", inputs.model_dir.display())
+        })?;
+        let retrieval = RetrievalConfig {
+            beam: r.beam,
+            body_tokens: r.body_tokens,
+            title_tokens: r.title_tokens,
+            pseudo_query_tokens: r.pseudo_query_tokens,
+            query_span_words: r.query_span_words,
+            unigram_tokens: r.unigram_tokens,
+            scoring: ScoringConfig {
+                smoothing: r.smoothing,
+                exponent: r.exponent,
+                coverage: r.coverage,
+                max_hits: r.max_hits,
+                candidates: r.candidates,
+            },
+            hits: r.hits,
+        };
+        Ok(RetrieveWork {
+            model,
+            tokenizer,
+            index,
+            retrieval,
+            batch_queries: r.batch_queries,
+            threads: threads(r.threads),
+            split: split.to_string(),
+            inputs,
+        })
+    }
+
+    /// Candidates of `queries`, in order, with the retrieval timings.
+    fn retrieve(
+        &self,
+        queries: &[Query],
+        progress: &dyn Progress,
+        cancel: &AtomicBool,
+    ) -> anyhow::Result<(Vec<QueryCandidates>, Vec<Retrieved>)> {
+        let retriever =
+            Retriever::new(&self.model, &self.tokenizer, &self.index, self.retrieval.clone(), Device::flex())?;
+        let results = retrieve_all(&retriever, queries, self.batch_queries, self.threads, progress, cancel)?;
+        let rows = queries.iter().zip(&results).map(|(q, r)| candidates_row(&self.index, &q.id, r)).collect();
+        Ok((rows, results))
+    }
+}
+
+impl ShardWork for RetrieveWork {
+    fn fingerprint(&self) -> &str {
+        &self.inputs.fingerprint
+    }
+
+    fn compute(&self, shard: ShardSpec, path: &Path, cancel: &AtomicBool) -> Result<u64, String> {
+        let (first, end) = (shard.first as usize, (shard.first + shard.count) as usize);
+        let queries = self.inputs.queries.get(first..end).ok_or_else(|| {
+            format!(
+                "shard {} (queries {first}..{end}) is outside the split's {} queries",
+                shard.id,
+                self.inputs.queries.len()
+            )
+        })?;
+        let (rows, _) = self.retrieve(queries, &NoProgress, cancel).map_err(|e| format!("{e:#}"))?;
+        write_shard(path, &rows, &self.split, shard.id as usize).map_err(|e| e.to_string())
+    }
 }
 
 pub fn run(config: &Config, args: &Args) -> anyhow::Result<()> {
-    let r = &config.retrieve;
-    let model_dir =
-        if r.model.as_os_str().is_empty() { config.job.stage1_dir().join("weights/final") } else { r.model.clone() };
-    let index_dir = args.index_dir.clone().unwrap_or_else(|| config.job.index_dir());
-    let (index, manifest) = open_index(config, &index_dir)?;
-    let tokenizer = TextTokenizer::from_file(&config.index.tokenizer, r.max_source_tokens)?;
-    let device = Device::flex();
-    let (model, _, _) = Bert2Bert::load(&model_dir, &device).with_context(|| {
-        format!("cannot load the student from {} (train one with `dgr train-gen`)", model_dir.display())
-    })?;
-
-    let queries_path = config.job.data_dir().join(format!("queries-{}.arrow", args.split));
-    let mut queries: Vec<Query> =
-        read_records(&queries_path).with_context(|| format!("no queries for split `{}`", args.split))?;
-    if let Some(limit) = args.limit {
-        queries.truncate(limit);
-    }
-    if queries.is_empty() {
-        bail!("{} has no queries", queries_path.display());
-    }
-    let retrieval = RetrievalConfig {
-        beam: r.beam,
-        body_tokens: r.body_tokens,
-        title_tokens: r.title_tokens,
-        pseudo_query_tokens: r.pseudo_query_tokens,
-        query_span_words: r.query_span_words,
-        unigram_tokens: r.unigram_tokens,
-        scoring: ScoringConfig {
-            smoothing: r.smoothing,
-            exponent: r.exponent,
-            coverage: r.coverage,
-            max_hits: r.max_hits,
-            candidates: r.candidates,
-        },
-        hits: r.hits,
-    };
-    let retriever = Retriever::new(&model, &tokenizer, &index, retrieval, device)?;
+    let inputs = RetrieveInputs::load_limited(config, &args.split, args.limit, args.index_dir.clone())?;
+    let work = RetrieveWork::from_inputs(config, &args.split, inputs)?;
+    let queries = &work.inputs.queries;
 
     let started = Instant::now();
-    let results = retrieve_all(&retriever, &queries, r.batch_queries, threads(r.threads), &Bar::new())?;
+    let (rows, results) = work.retrieve(queries, &Bar::new(), &AtomicBool::new(false))?;
     let seconds = started.elapsed().as_secs_f64();
 
     let mut run = Run::default();
-    let mut rows = Vec::with_capacity(queries.len());
-    for (query, retrieved) in queries.iter().zip(&results) {
-        let row = candidates_row(&index, &query.id, retrieved);
-        let ranking = row.passage_ids.iter().zip(&row.scores);
-        run.rankings
-            .insert(query.id.clone(), ranking.map(|(id, &score)| ScoredDoc { doc_id: id.clone(), score }).collect());
-        rows.push(row);
+    for row in &rows {
+        add_to_run(&mut run, row);
     }
     let run_path = config.job.runs_dir().join(format!("gr-{}.trec", args.split));
     write_run(&run_path, &run, "dgr-gr")?;
     let out = config.job.candidates_dir().join(&args.split);
-    let shards = write_shards(&out, rows, r.shard_queries, &args.split)?;
-    let manifest = CandidatesManifest {
-        format: "dgr.candidate-shards",
-        version: 1,
-        split: args.split.clone(),
-        queries: queries.len(),
-        shards,
-        model: model_dir.display().to_string(),
-        index_sha256: manifest.index_sha256,
-        beam: r.beam,
-        hits: r.hits,
-        program: concat!("dgr ", env!("CARGO_PKG_VERSION")).into(),
-    };
-    write_atomic(&out.join("candidates.json"), &serde_json::to_vec_pretty(&manifest)?)?;
+    let staging = StagingDir::create(&out, true)?;
+    let mut shards = Vec::new();
+    for (n, chunk) in rows.chunks(config.retrieve.shard_queries).enumerate() {
+        let path = staging.path().join(shard_file_name(n));
+        let queries = write_shard(&path, chunk, &args.split, n)?;
+        shards.push(ShardEntry { file: shard_file_name(n), queries, sha256: sha256_file(&path)?.1 });
+    }
+    work.inputs.manifest(config, &args.split, shards).write(staging.path(), CANDIDATES_MANIFEST)?;
+    staging.commit()?;
 
     let mut model_ms: Vec<f64> = results.iter().map(|r| ms(r.model_time)).collect();
     let mut index_ms: Vec<f64> = results.iter().map(|r| ms(r.index_time)).collect();
@@ -181,6 +310,12 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn add_to_run(run: &mut Run, row: &QueryCandidates) {
+    let ranking = row.passage_ids.iter().zip(&row.scores);
+    run.rankings
+        .insert(row.query_id.clone(), ranking.map(|(id, &score)| ScoredDoc { doc_id: id.clone(), score }).collect());
+}
+
 fn threads(configured: usize) -> usize {
     if configured > 0 { configured } else { std::thread::available_parallelism().map_or(1, |n| n.get()) }
 }
@@ -193,6 +328,7 @@ fn retrieve_all(
     batch: usize,
     threads: usize,
     progress: &dyn Progress,
+    cancel: &AtomicBool,
 ) -> anyhow::Result<Vec<Retrieved>> {
     let batches: Vec<&[Query]> = queries.chunks(batch.max(1)).collect();
     let next = AtomicUsize::new(0);
@@ -205,6 +341,12 @@ fn retrieve_all(
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     if i >= batches.len() || failure.lock().map_or(true, |f| f.is_some()) {
+                        break;
+                    }
+                    if cancel.load(Ordering::Relaxed) {
+                        if let Ok(mut f) = failure.lock() {
+                            f.get_or_insert(anyhow::anyhow!("cancelled"));
+                        }
                         break;
                     }
                     let texts: Vec<&str> = batches[i].iter().map(|q| q.text.as_str()).collect();
@@ -268,29 +410,14 @@ fn candidates_row(index: &CorpusIndex, query_id: &str, retrieved: &Retrieved) ->
     }
 }
 
-/// Writes `rows` as `shard-NNNNN.arrow` files of `per_shard` queries into `out`, replacing it
-/// as a whole; returns the shard entries for the manifest.
-fn write_shards(
-    out: &Path,
-    rows: Vec<QueryCandidates>,
-    per_shard: usize,
-    split: &str,
-) -> anyhow::Result<Vec<ShardEntry>> {
-    let staging = StagingDir::create(out, true)?;
-    let mut entries = Vec::new();
-    for (n, chunk) in rows.chunks(per_shard).enumerate() {
-        let file = format!("shard-{n:05}.arrow");
-        let path = staging.path().join(&file);
-        let first = chunk.first().map(|r| r.query_id.as_str()).unwrap_or_default();
-        let last = chunk.last().map(|r| r.query_id.as_str()).unwrap_or_default();
-        let shard = n.to_string();
-        let metadata =
-            [("dgr.split", split), ("dgr.shard", shard.as_str()), ("dgr.first_query", first), ("dgr.last_query", last)];
-        let queries = write_records(&path, &metadata, chunk.iter().cloned())?;
-        entries.push(ShardEntry { file, queries, sha256: sha256_file(&path)?.1 });
-    }
-    staging.commit()?;
-    Ok(entries)
+/// Writes one candidate shard (temp + rename); returns its rows.
+fn write_shard(path: &Path, rows: &[QueryCandidates], split: &str, n: usize) -> dgr_core::Result<u64> {
+    let first = rows.first().map(|r| r.query_id.as_str()).unwrap_or_default();
+    let last = rows.last().map(|r| r.query_id.as_str()).unwrap_or_default();
+    let shard = n.to_string();
+    let metadata =
+        [("dgr.split", split), ("dgr.shard", shard.as_str()), ("dgr.first_query", first), ("dgr.last_query", last)];
+    write_records(path, &metadata, rows.iter().cloned())
 }
 
 fn ms(d: Duration) -> f64 {
