@@ -22,3 +22,26 @@ for r in rows:
     print(f"demo bm25 {r['split']}: R@5 {m['recall@5']:.3f} R@20 {m['recall@20']:.3f} MRR@10 {m['mrr@10']:.3f}")
 print("2 passed, 0 failed")
 PY
+
+# Rank-list shards as other tools read them: pyarrow and polars from PyPI, on a teacher job
+# over the wiki-vital fixture (BM25 candidates, MiniLM bi-encoder).
+pydeps=target/python-check
+[ -d "$pydeps/polars" ] || python3 -m pip install --quiet --disable-pip-version-check --target "$pydeps" \
+    pyarrow==26.0.1 polars==2.1.0
+teacher_job="$job/teacher"
+mkdir -p "$teacher_job"
+cat > "$teacher_job/job.toml" <<TOML
+[job]
+dir = "$teacher_job"
+[prepare]
+input = "$PWD/tests/fixtures/wiki-vital/summaries_subset.json"
+[teacher]
+depth = 10
+shard_queries = 8
+TOML
+for step in prepare "bm25 index" "bm25 search --split train" "teacher score"; do
+    # shellcheck disable=SC2086
+    target/debug/dgr --config "$teacher_job/job.toml" $step 2>/dev/null
+done
+PYTHONPATH="$pydeps" python3 scripts/check_shard_sets.py "$teacher_job/rank_lists/train"
+echo "shards open in pyarrow and polars: 1 passed, 0 failed"

@@ -318,7 +318,8 @@ fn retrieve_writes_a_run_and_candidates_backed_by_the_index() {
          [index]\ntokenizer = {:?}\nsample_rate = 4\n\
          [train_gen]\ninit = {:?}\ntokenizer = {:?}\nsteps = 30\nbatch_size = 4\nlearning_rate = 5e-4\n\
          warmup_steps = 0\nsave_every = 0\n\
-         [retrieve]\nbeam = 3\nhits = 5\nbody_tokens = 4\ntitle_tokens = 8\nshard_queries = 2\n",
+         [retrieve]\nbeam = 3\nhits = 5\nbody_tokens = 4\ntitle_tokens = 8\nshard_queries = 2\nbatch_queries = 2\n\
+         [coordinator]\nbind = \"127.0.0.1:0\"\nlinger_seconds = 5.0\n",
         s(&input),
         s(&minilm.join("tokenizer.json")),
         s(&minilm),
@@ -387,6 +388,57 @@ fn retrieve_writes_a_run_and_candidates_backed_by_the_index() {
             }
         }
     }
+    distributed_retrieve_equals_one_process(t);
+}
+
+/// The whole dev split retrieved by one process, then by a coordinator and two workers: the
+/// same candidate rows and run.
+fn distributed_retrieve_equals_one_process(t: &Path) {
+    use dgr_core::candidates::{CANDIDATES_FORMAT, CANDIDATES_MANIFEST, CANDIDATES_VERSION, QueryCandidates};
+    use dgr_core::shards::{ShardManifest, read_shard_set};
+    let out = t.join("job/candidates/dev");
+    let read = || {
+        let manifest = ShardManifest::open(&out, CANDIDATES_MANIFEST, CANDIDATES_FORMAT, CANDIDATES_VERSION).unwrap();
+        let rows: Vec<QueryCandidates> = read_shard_set(&out, &manifest).unwrap();
+        (rows, std::fs::read_to_string(t.join("job/runs/gr-dev.trec")).unwrap())
+    };
+    ok(t, &["--config", "job.toml", "retrieve", "--split", "dev"]);
+    let (expected, expected_run) = read();
+    assert!(expected.len() > 5);
+
+    let spawn = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_dgr"))
+            .args(["--config", "job.toml", "--log-format", "json"])
+            .args(args)
+            .current_dir(t)
+            .env_remove("RUST_LOG")
+            .env("DGR_TOKEN", "retrieve-test-token")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut coordinator = spawn(&["coordinator", "--role", "retrieve", "--split", "dev", "--overwrite"]);
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(coordinator.stderr.take().unwrap()));
+    let url = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|line| {
+            let value: serde_json::Value = serde_json::from_str(&line).ok()?;
+            value["fields"]["url"].as_str().map(str::to_string)
+        })
+        .expect("the coordinator logs its address");
+    let workers: Vec<_> =
+        (0..2).map(|_| spawn(&["worker", "--role", "retrieve", "--split", "dev", "--coordinator", &url])).collect();
+    let drained = std::thread::spawn(move || lines.map_while(Result::ok).count());
+    assert!(coordinator.wait().unwrap().success());
+    drained.join().unwrap();
+    for w in workers {
+        let out = w.wait_with_output().unwrap();
+        assert!(out.status.success(), "worker failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let (found, found_run) = read();
+    assert_eq!(found, expected);
+    assert_eq!(found_run, expected_run);
 }
 
 #[test]

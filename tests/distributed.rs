@@ -2,7 +2,7 @@
 //! (BM25 over the wiki-vital fixture) scored by the MiniLM teacher while workers are killed
 //! with SIGKILL, the coordinator killed and restarted, and bad requests thrown at it.
 //!
-//! `DGR_SOAK_RUNS` sets how many kill runs the first test makes (default 3;
+//! `SOAK_RUNS` sets how many kill runs the first test makes (default 3;
 //! `scripts/soak.sh` runs more).
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -164,6 +164,11 @@ fn worker(dir: &Path, url: &str, name: &str) -> Child {
         .unwrap()
 }
 
+fn signal(signal: &str, pid: &str) {
+    let status = Command::new("kill").args([signal, pid]).status().unwrap();
+    assert!(status.success(), "kill {signal} {pid}");
+}
+
 /// xorshift: reproducible randomness without a dependency; the seed is printed on failure.
 struct Rng(u64);
 impl Rng {
@@ -184,21 +189,30 @@ fn killed_workers_leave_every_query_scored_exactly_once_as_one_process_would() {
     let expected = rank_lists(dir);
     assert!(expected.len() > 20 && expected.iter().all(|r| !r.passage_ids.is_empty()));
 
-    let runs: u64 = std::env::var("DGR_SOAK_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+    let runs: u64 = std::env::var("SOAK_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
     for run in 0..runs {
         let seed = 0x9E37_79B9_7F4A_7C15 ^ (run + 1);
         let mut rng = Rng(seed);
         let mut coordinator = Coordinator::start(dir, &["--overwrite"]);
         let mut workers: Vec<Child> = (0..3).map(|i| worker(dir, &coordinator.url, &format!("w{i}"))).collect();
-        let mut kills = 0;
-        // Kill a random worker at random moments (and start a replacement) while the job runs.
-        while coordinator.child.try_wait().unwrap().is_none() && kills < 6 {
+        let (mut kills, mut pauses) = (0, 0);
+        // At random moments, kill a random worker (SIGKILL; a replacement starts) or pause one
+        // past its lease (SIGSTOP / SIGCONT: it wakes up to find its shard given away).
+        while coordinator.child.try_wait().unwrap().is_none() && kills + pauses < 8 {
             std::thread::sleep(Duration::from_millis(300 + rng.below(1200)));
             let victim = rng.below(workers.len() as u64) as usize;
-            let _ = workers[victim].kill(); // SIGKILL
-            let _ = workers[victim].wait();
-            kills += 1;
-            workers[victim] = worker(dir, &coordinator.url, &format!("w{victim}-{kills}"));
+            if rng.below(3) == 0 {
+                let pid = workers[victim].id().to_string();
+                signal("-STOP", &pid);
+                std::thread::sleep(Duration::from_millis(2500)); // lease_seconds = 2
+                signal("-CONT", &pid);
+                pauses += 1;
+            } else {
+                let _ = workers[victim].kill();
+                let _ = workers[victim].wait();
+                kills += 1;
+                workers[victim] = worker(dir, &coordinator.url, &format!("w{victim}-{kills}"));
+            }
         }
         coordinator.finish(240);
         for mut w in workers {
@@ -213,10 +227,14 @@ fn killed_workers_leave_every_query_scored_exactly_once_as_one_process_would() {
         unique.dedup();
         assert_eq!(done.len(), unique.len(), "run {run} (seed {seed:#x}): a shard was accepted twice");
         assert!(!dir.join("job/rank_lists/train/attempts").exists(), "leftover attempts");
+        let count = |message: &str| coordinator.log.iter().filter(|l| l["fields"]["message"] == message).count();
         eprintln!(
-            "run {run}: {kills} workers killed, {} leases for {} shards",
-            coordinator.shards_with("shard leased").len(),
-            done.len()
+            "run {run}: {kills} workers killed, {pauses} paused; {} leases for {} shards; {} duplicate completions \
+             discarded; {} heartbeats of lost leases",
+            count("shard leased"),
+            done.len(),
+            count("duplicate completion discarded"),
+            count("heartbeat for a lost lease"),
         );
     }
 }
