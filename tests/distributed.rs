@@ -98,10 +98,10 @@ impl Coordinator {
         let (send, lines) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Ok(value) = serde_json::from_str::<serde_json::Value>(&line) {
-                    if send.send(value).is_err() {
-                        break;
-                    }
+                if let Ok(value) = serde_json::from_str::<serde_json::Value>(&line)
+                    && send.send(value).is_err()
+                {
+                    break;
                 }
             }
         });

@@ -10,7 +10,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use dgr_coordinator::api::{CompleteRequest, LeaseResponse};
+use dgr_coordinator::api::{CompleteRequest, CompleteResponse, LeaseResponse};
 use dgr_coordinator::client::Client;
 use dgr_coordinator::ledger::{JobSpec, Ledger};
 use dgr_coordinator::server::{Service, ServiceConfig, now, serve};
@@ -44,11 +44,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let config =
         ServiceConfig { token: token.into(), lease_seconds: 60.0, heartbeat_seconds: 10.0, max_body_bytes: 65536 };
     let service = Service::new(ledger, config)?;
-    let mut completion = service.completion();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
     let server = tokio::spawn(serve(listener, service, async move {
-        let _ = completion.wait_for(|done| *done).await;
+        let _ = stopped.await;
     }));
 
     let lease_ms = Arc::new(Mutex::new(Vec::with_capacity(shards + workers)));
@@ -77,8 +77,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 tokio::fs::write(attempts.join(&file), &bytes).await?;
                 let sha256 = format!("{:x}", Sha256::digest(&bytes));
                 let t = Instant::now();
-                client.complete(&CompleteRequest { lease_id, shard: shard.id, file, sha256, rows: 1 }).await?;
+                let answer =
+                    client.complete(&CompleteRequest { lease_id, shard: shard.id, file, sha256, rows: 1 }).await?;
                 complete_ms.lock().map_err(|e| e.to_string())?.push(t.elapsed().as_secs_f64() * 1000.0);
+                if matches!(
+                    answer,
+                    CompleteResponse::Accepted { job_done: true } | CompleteResponse::Duplicate { job_done: true }
+                ) {
+                    return Ok(());
+                }
             }
         }));
     }
@@ -86,6 +93,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         task.await?.map_err(|e| e.to_string())?;
     }
     let seconds = started.elapsed().as_secs_f64();
+    let _ = stop.send(());
     server.await??;
     let mut lease = lease_ms.lock().map_err(|e| e.to_string())?.clone();
     let mut complete = complete_ms.lock().map_err(|e| e.to_string())?.clone();

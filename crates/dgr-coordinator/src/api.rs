@@ -96,10 +96,11 @@ pub struct CompleteRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "lowercase")]
 pub enum CompleteResponse {
-    /// This output is the shard's result.
-    Accepted,
+    /// This output is the shard's result. `job_done`: it was the last open shard, so the
+    /// worker can stop without asking for more.
+    Accepted { job_done: bool },
     /// The shard was already done by another lease: this output is discarded (delete it).
-    Duplicate,
+    Duplicate { job_done: bool },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

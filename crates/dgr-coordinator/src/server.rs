@@ -147,9 +147,9 @@ async fn unknown_route(request: Request) -> Response {
     reject(StatusCode::NOT_FOUND, format!("no route {} {}", request.method(), request.uri().path()), "fallback")
 }
 
-/// The body, or the rejection as a response (413 too large, 400 not JSON, 422 wrong fields).
-fn body<T>(body: std::result::Result<Json<T>, JsonRejection>, route: &str) -> std::result::Result<T, Response> {
-    body.map(|Json(value)| value).map_err(|rejection| reject(rejection.status(), rejection.body_text(), route))
+/// A body that is not the expected JSON: 413 too large, 400 not JSON, 422 wrong fields.
+fn bad_body(rejection: JsonRejection, route: &str) -> Response {
+    reject(rejection.status(), rejection.body_text(), route)
 }
 
 fn answer<T: Serialize>(result: Result<T>, route: &str) -> Response {
@@ -172,9 +172,9 @@ async fn register(
     State(service): State<Arc<Service>>,
     request: std::result::Result<Json<RegisterRequest>, JsonRejection>,
 ) -> Response {
-    let request = match body(request, "register") {
-        Ok(r) => r,
-        Err(response) => return response,
+    let request = match request {
+        Ok(Json(r)) => r,
+        Err(rejection) => return bad_body(rejection, "register"),
     };
     let result = service
         .with_ledger(move |ledger, config| {
@@ -193,9 +193,9 @@ async fn lease(
     State(service): State<Arc<Service>>,
     request: std::result::Result<Json<LeaseRequest>, JsonRejection>,
 ) -> Response {
-    let request = match body(request, "lease") {
-        Ok(r) => r,
-        Err(response) => return response,
+    let request = match request {
+        Ok(Json(r)) => r,
+        Err(rejection) => return bad_body(rejection, "lease"),
     };
     let result = service
         .with_ledger(move |ledger, config| {
@@ -216,9 +216,9 @@ async fn heartbeat(
     State(service): State<Arc<Service>>,
     request: std::result::Result<Json<HeartbeatRequest>, JsonRejection>,
 ) -> Response {
-    let request = match body(request, "heartbeat") {
-        Ok(r) => r,
-        Err(response) => return response,
+    let request = match request {
+        Ok(Json(r)) => r,
+        Err(rejection) => return bad_body(rejection, "heartbeat"),
     };
     let result = service
         .with_ledger(move |ledger, config| {
@@ -238,9 +238,9 @@ async fn complete(
     State(service): State<Arc<Service>>,
     request: std::result::Result<Json<CompleteRequest>, JsonRejection>,
 ) -> Response {
-    let request = match body(request, "complete") {
-        Ok(r) => r,
-        Err(response) => return response,
+    let request = match request {
+        Ok(Json(r)) => r,
+        Err(rejection) => return bad_body(rejection, "complete"),
     };
     if !is_plain_file_name(&request.file) {
         return reject(
@@ -269,18 +269,19 @@ async fn complete(
         .with_ledger(move |ledger, _| {
             let r = &request;
             let outcome = ledger.complete(r.lease_id, r.shard, &r.file, &r.sha256, r.rows, now())?;
+            let job_done = ledger.is_complete()?;
             let response = match outcome {
                 Completion::Accepted => {
                     info!(shard = r.shard, lease_id = r.lease_id, rows = r.rows, "shard done");
-                    if ledger.is_complete()? {
+                    if job_done {
                         info!("every shard is done");
                         svc.complete.send_replace(true);
                     }
-                    CompleteResponse::Accepted
+                    CompleteResponse::Accepted { job_done }
                 }
                 Completion::Duplicate => {
                     info!(shard = r.shard, lease_id = r.lease_id, "duplicate completion discarded");
-                    CompleteResponse::Duplicate
+                    CompleteResponse::Duplicate { job_done }
                 }
             };
             Ok(response)

@@ -113,8 +113,8 @@ pub async fn run(client: &Client, name: &str, role: &str, work: Arc<dyn ShardWor
         let completing = Instant::now();
         let answer = client.complete(&CompleteRequest { lease_id, shard: shard.id, file, sha256, rows }).await?;
         report.coordinator_seconds += completing.elapsed().as_secs_f64();
-        match answer {
-            CompleteResponse::Accepted => {
+        let job_done = match answer {
+            CompleteResponse::Accepted { job_done } => {
                 report.shards_done += 1;
                 report.rows += rows;
                 info!(
@@ -124,21 +124,26 @@ pub async fn run(client: &Client, name: &str, role: &str, work: Arc<dyn ShardWor
                     seconds = format!("{:.2}", started.elapsed().as_secs_f64()),
                     "shard done"
                 );
+                job_done
             }
-            CompleteResponse::Duplicate => {
+            CompleteResponse::Duplicate { job_done } => {
                 report.duplicates += 1;
                 remove_quietly(&path);
                 info!(lease_id, shard = shard.id, "shard was done by another worker: output discarded");
+                job_done
             }
+        };
+        if job_done {
+            break;
         }
     }
     Ok(report)
 }
 
 fn remove_quietly(path: &Path) {
-    if let Err(e) = std::fs::remove_file(path) {
-        if e.kind() != std::io::ErrorKind::NotFound {
-            warn!(path = %path.display(), error = %e, "cannot remove a discarded output");
-        }
+    if let Err(e) = std::fs::remove_file(path)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        warn!(path = %path.display(), error = %e, "cannot remove a discarded output");
     }
 }

@@ -49,8 +49,8 @@ impl TeacherSpec {
 }
 
 enum Scorer {
-    Bi(BiEncoder),
-    Cross(CrossEncoder),
+    Bi(Box<BiEncoder>),
+    Cross(Box<CrossEncoder>),
 }
 
 pub struct Teacher {
@@ -72,8 +72,8 @@ impl Teacher {
     pub fn load(spec: TeacherSpec, device: Device) -> Result<Self> {
         let weights_sha256 = spec.weights_sha256()?;
         let scorer = match spec.kind {
-            TeacherKind::BiEncoder => Scorer::Bi(BiEncoder::load(&spec.model, &device)?.0),
-            TeacherKind::CrossEncoder => Scorer::Cross(CrossEncoder::load(&spec.model, &device)?.0),
+            TeacherKind::BiEncoder => Scorer::Bi(Box::new(BiEncoder::load(&spec.model, &device)?.0)),
+            TeacherKind::CrossEncoder => Scorer::Cross(Box::new(CrossEncoder::load(&spec.model, &device)?.0)),
         };
         let tokenizer =
             TextTokenizer::from_file(&spec.model.join("tokenizer.json"), spec.max_tokens)?.with_overlong(spec.overlong);

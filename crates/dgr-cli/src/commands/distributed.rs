@@ -103,15 +103,15 @@ fn token(config: &Config) -> anyhow::Result<String> {
 /// A stage's inputs, as the coordinator needs them: the job, and how to write the set's
 /// manifest once every shard is in place.
 enum StageInputs {
-    Teacher(TeacherInputs),
-    Retrieve(RetrieveInputs),
+    Teacher(Box<TeacherInputs>),
+    Retrieve(Box<RetrieveInputs>),
 }
 
 impl StageInputs {
     fn load(config: &Config, role: Role, split: &str) -> anyhow::Result<Self> {
         Ok(match role {
-            Role::Teacher => StageInputs::Teacher(TeacherInputs::load(config, split)?),
-            Role::Retrieve => StageInputs::Retrieve(RetrieveInputs::load(config, split)?),
+            Role::Teacher => StageInputs::Teacher(Box::new(TeacherInputs::load(config, split)?)),
+            Role::Retrieve => StageInputs::Retrieve(Box::new(RetrieveInputs::load(config, split)?)),
         })
     }
 
