@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Json;
@@ -36,7 +36,8 @@ pub struct ServiceConfig {
 
 /// The shared state behind the routes.
 pub struct Service {
-    ledger: Mutex<Ledger>,
+    /// A fair (first come, first served) lock: under load no request starves.
+    ledger: Arc<tokio::sync::Mutex<Ledger>>,
     config: ServiceConfig,
     token_digest: [u8; 32],
     output_dir: PathBuf,
@@ -63,7 +64,7 @@ impl Service {
         let output_dir = ledger.job().output_dir.clone();
         Ok(Arc::new(Service {
             token_digest: digest(&config.token),
-            ledger: Mutex::new(ledger),
+            ledger: Arc::new(tokio::sync::Mutex::new(ledger)),
             config,
             output_dir,
             complete: watch::channel(complete).0,
@@ -75,19 +76,16 @@ impl Service {
         self.complete.subscribe()
     }
 
-    /// Runs `f` on the ledger on a blocking thread.
+    /// Runs `f` on the ledger on a blocking thread, requests in their order of arrival.
     async fn with_ledger<T: Send + 'static>(
         self: &Arc<Self>,
         f: impl FnOnce(&mut Ledger, &ServiceConfig) -> Result<T> + Send + 'static,
     ) -> Result<T> {
+        let mut ledger = self.ledger.clone().lock_owned().await;
         let service = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut ledger =
-                service.ledger.lock().map_err(|_| CoordinatorError::Server("ledger lock poisoned".into()))?;
-            f(&mut ledger, &service.config)
-        })
-        .await
-        .map_err(|e| CoordinatorError::Server(format!("ledger task failed: {e}")))?
+        tokio::task::spawn_blocking(move || f(&mut ledger, &service.config))
+            .await
+            .map_err(|e| CoordinatorError::Server(format!("ledger task failed: {e}")))?
     }
 
     fn token_matches(&self, given: Option<&str>) -> bool {
