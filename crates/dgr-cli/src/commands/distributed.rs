@@ -129,10 +129,10 @@ impl StageInputs {
         }
     }
 
-    fn finish(&self, config: &Config, out: &Path, shards: Vec<ShardEntry>) -> anyhow::Result<()> {
+    fn finish(&self, config: &Config, split: &str, out: &Path, shards: Vec<ShardEntry>) -> anyhow::Result<()> {
         match self {
-            StageInputs::Teacher(inputs) => crate::commands::teacher::write_manifest(inputs, out, shards),
-            StageInputs::Retrieve(inputs) => inputs.finish(config, out, shards),
+            StageInputs::Teacher(inputs) => inputs.finish(out, shards),
+            StageInputs::Retrieve(inputs) => inputs.finish(config, split, out, shards),
         }
     }
 }
@@ -158,7 +158,7 @@ fn remove_ledger(path: &Path) -> anyhow::Result<()> {
 fn assemble(stage: &StageInputs, config: &Config, ledger: &Ledger) -> anyhow::Result<()> {
     let out = ledger.job().output_dir.clone();
     let entries = place_done_shards(&out, &ledger.done_shards()?)?;
-    stage.finish(config, &out, entries)?;
+    stage.finish(config, &ledger.job().split, &out, entries)?;
     remove_attempts(&out)?;
     info!(out = %out.display(), "job complete: shards and manifest in place");
     Ok(())

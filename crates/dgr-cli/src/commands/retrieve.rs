@@ -147,8 +147,7 @@ impl RetrieveInputs {
     }
 
     /// Writes the TREC run and the manifest of a set whose shards are in place in `out`.
-    pub fn finish(&self, config: &Config, out: &Path, shards: Vec<ShardEntry>) -> anyhow::Result<()> {
-        let split = out.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    pub fn finish(&self, config: &Config, split: &str, out: &Path, shards: Vec<ShardEntry>) -> anyhow::Result<()> {
         let mut run = Run::default();
         for shard in &shards {
             for row in read_verified_shard::<QueryCandidates>(out, shard)? {
@@ -157,7 +156,7 @@ impl RetrieveInputs {
         }
         let run_path = config.job.runs_dir().join(format!("gr-{split}.trec"));
         write_run(&run_path, &run, "dgr-gr")?;
-        self.manifest(config, &split, shards).write(out, CANDIDATES_MANIFEST)?;
+        self.manifest(config, split, shards).write(out, CANDIDATES_MANIFEST)?;
         Ok(())
     }
 

@@ -190,6 +190,12 @@ impl TeacherInputs {
         Ok(TeacherInputs { spec, dataset, candidates, provenance, fingerprint })
     }
 
+    /// Writes the manifest of a set whose shards are all in place in `out`.
+    pub fn finish(&self, out: &Path, shards: Vec<dgr_core::shards::ShardEntry>) -> anyhow::Result<()> {
+        self.provenance.manifest(shards).write(out, MANIFEST_FILE)?;
+        Ok(())
+    }
+
     /// The job a coordinator runs for these inputs.
     pub fn job(&self, config: &Config, split: &str) -> JobSpec {
         let shards = shard_ranges(self.candidates.len(), config.teacher.shard_queries)
@@ -282,14 +288,4 @@ impl ShardWork for TeacherWork {
         let entry = write_shard(path, rows, &i.provenance, shard.id as usize, first).map_err(|e| e.to_string())?;
         Ok(entry.queries)
     }
-}
-
-/// Writes the manifest of a teacher job whose shards are all in place.
-pub fn write_manifest(
-    inputs: &TeacherInputs,
-    out: &Path,
-    shards: Vec<dgr_core::shards::ShardEntry>,
-) -> anyhow::Result<()> {
-    inputs.provenance.manifest(shards).write(out, MANIFEST_FILE)?;
-    Ok(())
 }
