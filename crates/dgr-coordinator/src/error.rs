@@ -29,12 +29,6 @@ pub enum CoordinatorError {
     /// The coordinator stayed unreachable for the whole retry window.
     #[error("coordinator at {url} unreachable for {seconds:.0} s: {last_error}")]
     Unreachable { url: String, seconds: f64, last_error: String },
-    #[error("cannot bind {address}: {source}")]
-    Bind {
-        address: String,
-        #[source]
-        source: std::io::Error,
-    },
     #[error("{0}")]
     Server(String),
 }

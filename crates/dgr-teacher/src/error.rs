@@ -1,5 +1,3 @@
-use std::path::PathBuf;
-
 pub type Result<T, E = TeacherError> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
@@ -17,11 +15,4 @@ pub enum TeacherError {
     /// Work stopped on request (the worker lost its lease).
     #[error("cancelled")]
     Cancelled,
-    #[error("{path}: {action}")]
-    Io {
-        path: PathBuf,
-        action: &'static str,
-        #[source]
-        source: std::io::Error,
-    },
 }

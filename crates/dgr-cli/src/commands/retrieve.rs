@@ -120,7 +120,8 @@ impl RetrieveInputs {
         let model_sha256 = sha256_file(&weights)
             .with_context(|| format!("no student in {} (train one with `dgr train-gen`)", model_dir.display()))?
             .1;
-        let settings = serde_json::to_string(r)?;
+        // Threads are each machine's own business; everything else shapes the results.
+        let settings = serde_json::to_string(&dgr_core::config::RetrieveConfig { threads: 0, ..r.clone() })?;
         let fingerprint = format!(
             "student {} sha256 {model_sha256}; index sha256 {index_sha256}; queries {} ({}); retrieve {settings}",
             model_dir.display(),
