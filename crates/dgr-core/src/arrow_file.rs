@@ -239,7 +239,7 @@ pub struct BatchColumns<'a> {
 }
 
 impl<'a> BatchColumns<'a> {
-    fn column(&self, name: &str) -> Result<&'a ArrayRef> {
+    pub fn column(&self, name: &str) -> Result<&'a ArrayRef> {
         self.batch.column_by_name(name).ok_or_else(|| Error::format(self.path, format!("missing column `{name}`")))
     }
 
@@ -252,6 +252,11 @@ impl<'a> BatchColumns<'a> {
             .ok_or_else(|| Error::format(self.path, format!("column `{name}` is not utf8")))?;
         self.no_nulls(name, strings)?;
         Ok(strings)
+    }
+
+    /// Rows of a non-null `List<primitive>` column.
+    pub fn primitive_lists<T: arrow_array::ArrowPrimitiveType>(&self, name: &str) -> Result<Vec<Vec<T::Native>>> {
+        primitive_lists::<T>(self.column(name)?, self.path, name)
     }
 
     /// A non-null list-of-strings column (the lists may be empty).

@@ -106,16 +106,14 @@ impl ArrowRecord for QueryCandidates {
         let query_ids = cols.strings("query_id")?;
         let passage_ids = cols.string_lists("passage_ids")?;
         let key_sources = cols.string_lists("key_sources")?;
-        let column = |name: &str| {
-            batch.column_by_name(name).ok_or_else(|| Error::format(path, format!("missing column `{name}`")))
-        };
-        let scores = primitive_lists::<Float64Type>(column("scores")?, path, "scores")?;
-        let log_probs = primitive_lists::<Float64Type>(column("key_log_probs")?, path, "key_log_probs")?;
-        let counts = primitive_lists::<UInt64Type>(column("key_counts")?, path, "key_counts")?;
-        let weights = primitive_lists::<Float64Type>(column("key_weights")?, path, "key_weights")?;
-        let passage_keys = read_nested::<UInt32Type>(column("passage_keys")?, path, "passage_keys")?;
-        let passage_key_scores = read_nested::<Float64Type>(column("passage_key_scores")?, path, "passage_key_scores")?;
-        let key_tokens = read_nested::<UInt32Type>(column("key_tokens")?, path, "key_tokens")?;
+        let scores = cols.primitive_lists::<Float64Type>("scores")?;
+        let log_probs = cols.primitive_lists::<Float64Type>("key_log_probs")?;
+        let counts = cols.primitive_lists::<UInt64Type>("key_counts")?;
+        let weights = cols.primitive_lists::<Float64Type>("key_weights")?;
+        let passage_keys = read_nested::<UInt32Type>(cols.column("passage_keys")?, path, "passage_keys")?;
+        let passage_key_scores =
+            read_nested::<Float64Type>(cols.column("passage_key_scores")?, path, "passage_key_scores")?;
+        let key_tokens = read_nested::<UInt32Type>(cols.column("key_tokens")?, path, "key_tokens")?;
 
         let mut rows = Vec::with_capacity(batch.num_rows());
         for i in 0..batch.num_rows() {

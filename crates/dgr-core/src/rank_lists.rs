@@ -13,7 +13,7 @@ use arrow_array::{ArrayRef, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field};
 
 use crate::arrow_file::{
-    ArrowRecord, BatchColumns, list_of, primitive_list_column, primitive_lists, string_list_column, string_list_type,
+    ArrowRecord, BatchColumns, list_of, primitive_list_column, string_list_column, string_list_type,
 };
 use crate::error::{Error, Position, Result};
 
@@ -117,13 +117,10 @@ impl ArrowRecord for RankList {
         let cols = BatchColumns { batch, path, first_row };
         let query_ids = cols.strings("query_id")?;
         let passage_ids = cols.string_lists("passage_ids")?;
-        let column = |name: &str| {
-            batch.column_by_name(name).ok_or_else(|| Error::format(path, format!("missing column `{name}`")))
-        };
-        let candidate_scores = primitive_lists::<Float64Type>(column("candidate_scores")?, path, "candidate_scores")?;
-        let teacher_scores = primitive_lists::<Float64Type>(column("teacher_scores")?, path, "teacher_scores")?;
-        let teacher_ranks = primitive_lists::<UInt32Type>(column("teacher_ranks")?, path, "teacher_ranks")?;
-        let labels = primitive_lists::<Int32Type>(column("labels")?, path, "labels")?;
+        let candidate_scores = cols.primitive_lists::<Float64Type>("candidate_scores")?;
+        let teacher_scores = cols.primitive_lists::<Float64Type>("teacher_scores")?;
+        let teacher_ranks = cols.primitive_lists::<UInt32Type>("teacher_ranks")?;
+        let labels = cols.primitive_lists::<Int32Type>("labels")?;
         let mut rows = Vec::with_capacity(batch.num_rows());
         for i in 0..batch.num_rows() {
             let bad = |field: &str, detail: String| {

@@ -3,7 +3,7 @@
 //! after the shards, so a directory with a manifest is complete; readers check every shard's
 //! checksum and row count before trusting its rows.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -134,7 +134,7 @@ pub fn shard_file_name(n: usize) -> String {
     format!("shard-{n:05}.arrow")
 }
 
-/// Path of shard `n` in `dir`.
-pub fn shard_path(dir: &Path, n: usize) -> PathBuf {
-    dir.join(shard_file_name(n))
+/// The query ranges `(first, end)` of shards of `per_shard` queries over `queries` queries.
+pub fn shard_ranges(queries: usize, per_shard: usize) -> Vec<(usize, usize)> {
+    (0..queries).step_by(per_shard.max(1)).map(|first| (first, (first + per_shard).min(queries))).collect()
 }

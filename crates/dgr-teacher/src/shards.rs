@@ -10,7 +10,7 @@ use dgr_core::atomic::StagingDir;
 use dgr_core::import::sha256_file;
 use dgr_core::progress::{Progress, Unit};
 use dgr_core::rank_lists::{MANIFEST_FILE, RankList, SET_FORMAT, SET_VERSION, meta};
-use dgr_core::shards::{ShardEntry, ShardManifest, shard_file_name};
+use dgr_core::shards::{ShardEntry, ShardManifest, shard_file_name, shard_ranges};
 
 use crate::candidates::{CandidateSet, Dataset};
 use crate::error::{Result, TeacherError};
@@ -123,11 +123,6 @@ pub fn write_shard(
     let queries = write_records(path, &metadata, rows)?;
     let file = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
     Ok(ShardEntry { file, queries, sha256: sha256_file(path)?.1 })
-}
-
-/// The query ranges of shards of `per_shard` queries over `queries` queries.
-pub fn shard_ranges(queries: usize, per_shard: usize) -> Vec<(usize, usize)> {
-    (0..queries).step_by(per_shard.max(1)).map(|first| (first, (first + per_shard).min(queries))).collect()
 }
 
 /// Scores the whole candidate set in one process into `out` (replaced as a whole, manifest

@@ -18,7 +18,7 @@ use dgr_core::candidates::{CANDIDATES_FORMAT, CANDIDATES_MANIFEST, CANDIDATES_VE
 use dgr_core::config::Config;
 use dgr_core::import::sha256_file;
 use dgr_core::progress::{NoProgress, Progress, Unit};
-use dgr_core::shards::{ShardEntry, ShardManifest, read_verified_shard, shard_file_name};
+use dgr_core::shards::{ShardEntry, ShardManifest, read_verified_shard, shard_file_name, shard_ranges};
 use dgr_core::trec::{Run, ScoredDoc, write_run};
 use dgr_index::CorpusIndex;
 use dgr_index::evidence::ScoringConfig;
@@ -133,10 +133,9 @@ impl RetrieveInputs {
 
     /// The job a coordinator runs for these inputs.
     pub fn job(&self, config: &Config, split: &str) -> JobSpec {
-        let per_shard = config.retrieve.shard_queries;
-        let shards = (0..self.queries.len())
-            .step_by(per_shard)
-            .map(|first| (first as u64, (per_shard.min(self.queries.len() - first)) as u64))
+        let shards = shard_ranges(self.queries.len(), config.retrieve.shard_queries)
+            .into_iter()
+            .map(|(first, end)| (first as u64, (end - first) as u64))
             .collect();
         JobSpec {
             stage: "retrieve".into(),
