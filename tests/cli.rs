@@ -202,8 +202,8 @@ fn train_gen_trains_the_student_on_the_prepared_train_split() {
     assert!(minilm.join("model.safetensors").is_file(), "MiniLM weights missing: run scripts/fetch-assets.sh");
     let input = fixtures().join("wiki-vital/summaries_subset.json");
     let config = format!(
-        "[job]\ndir = \"job\"\n[prepare]\ninput = {:?}\n[train_gen]\ninit = {:?}\ntokenizer = {:?}\nsteps = 3\nbatch_size = 2\n\
-         save_every = 0\npairs = {{ titles = 1, spans = 1, pseudo_queries = 0, span_words = 10, unsupervised = false }}\n",
+        "[job]\ndir = \"job\"\n[prepare]\ninput = {:?}\n[train_gen]\ninit = {:?}\ntokenizer = {:?}\nengine.steps = 3\nengine.batch_size = 2\n\
+         engine.checkpoint_every = 0\npairs = {{ titles = 1, spans = 1, pseudo_queries = 0, span_words = 10, unsupervised = false }}\n",
         s(&input),
         s(&minilm),
         s(&minilm.join("tokenizer.json")),
@@ -229,16 +229,16 @@ fn train_gen_trains_the_student_on_the_prepared_train_split() {
     // Over-long pairs: cut with a warning by default, refused under `overlong = "error"`, and
     // limits beyond the position table are refused before any work.
     let with = |extra: &str| {
-        let edited = std::fs::read_to_string(t.join("job.toml")).unwrap().replace("steps = 3\n", extra);
+        let edited = std::fs::read_to_string(t.join("job.toml")).unwrap().replace("engine.steps = 3\n", extra);
         std::fs::write(t.join("edited.toml"), edited).unwrap();
     };
-    with("steps = 1\nmax_source_tokens = 6\n");
+    with("engine.steps = 1\nmax_source_tokens = 6\n");
     let (_, stderr) = ok(t, &["--config", "edited.toml", "train-gen"]);
     assert!(
         stderr.contains("training pairs truncated to the token limits") && stderr.contains("source_limit=6"),
         "{stderr}"
     );
-    with("steps = 1\nmax_source_tokens = 6\noverlong = \"error\"\n");
+    with("engine.steps = 1\nmax_source_tokens = 6\noverlong = \"error\"\n");
     let stderr = fails(t, &["--config", "edited.toml", "train-gen"]);
     assert!(stderr.contains("longer than 6 tokens"), "{stderr}");
     // A saved student continues training: its weights load as they are (no warm start).
@@ -246,7 +246,7 @@ fn train_gen_trains_the_student_on_the_prepared_train_split() {
     let edited = std::fs::read_to_string(t.join("job.toml"))
         .unwrap()
         .replace(&format!("init = {:?}", s(&minilm)), &format!("init = {:?}", s(&saved)))
-        .replace("steps = 3\n", "steps = 1\n")
+        .replace("engine.steps = 3\n", "engine.steps = 1\n")
         .replace("dir = \"job\"", "dir = \"job2\"");
     std::fs::write(t.join("continued.toml"), edited).unwrap();
     std::fs::create_dir_all(t.join("job2")).unwrap();
@@ -255,7 +255,7 @@ fn train_gen_trains_the_student_on_the_prepared_train_split() {
     assert!(stderr.contains("continuing a saved BERT2BERT student"), "{stderr}");
     assert!(t.join("job2/stage1/weights/final/model.safetensors").is_file());
 
-    with("steps = 1\nmax_source_tokens = 4096\n");
+    with("engine.steps = 1\nmax_source_tokens = 4096\n");
     let stderr = fails(t, &["--config", "edited.toml", "train-gen"]);
     assert!(stderr.contains("exceed the model's 512 positions"), "{stderr}");
 }
@@ -316,8 +316,8 @@ fn retrieve_writes_a_run_and_candidates_backed_by_the_index() {
     let config = format!(
         "[job]\ndir = \"job\"\n[prepare]\ninput = {:?}\nsplit = {{ train = 60, dev = 40, test = 0 }}\n\
          [index]\ntokenizer = {:?}\nsample_rate = 4\n\
-         [train_gen]\ninit = {:?}\ntokenizer = {:?}\nsteps = 30\nbatch_size = 4\nlearning_rate = 5e-4\n\
-         warmup_steps = 0\nsave_every = 0\n\
+         [train_gen]\ninit = {:?}\ntokenizer = {:?}\nengine.steps = 30\nengine.batch_size = 4\n\
+         engine.learning_rate = 5e-4\nengine.warmup_steps = 0\nengine.checkpoint_every = 0\n\
          [retrieve]\nbeam = 3\nhits = 5\nbody_tokens = 4\ntitle_tokens = 8\nshard_queries = 2\nbatch_queries = 2\n\
          [coordinator]\nbind = \"127.0.0.1:0\"\nlinger_seconds = 5.0\n",
         s(&input),

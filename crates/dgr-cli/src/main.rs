@@ -2,6 +2,7 @@
 //! layering, logging, progress bars and exit codes live here; the work lives in the crates.
 
 mod commands;
+mod config;
 mod progress;
 
 use std::path::PathBuf;

@@ -1,4 +1,6 @@
-//! Typed configuration, one struct per stage, layered with figment:
+//! Typed configuration sections of the stages this crate's neighbours run (each crate owns the
+//! sections it uses; the program composes them into its file-level configuration), layered
+//! with figment:
 //!
 //! 1. the embedded defaults (`configs/demo.toml`, compiled into the program),
 //! 2. a user TOML file (`--config`),
@@ -18,21 +20,6 @@ use crate::import::{DatasetFormat, SplitPercent};
 
 /// The defaults every run starts from: the CPU demo on the wiki-vital set.
 pub const EMBEDDED_DEFAULTS: &str = include_str!("../../../configs/demo.toml");
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Config {
-    pub job: JobConfig,
-    pub prepare: PrepareConfig,
-    pub bm25: Bm25Config,
-    pub index: IndexConfig,
-    pub eval: EvalConfig,
-    pub train_gen: TrainGenConfig,
-    pub retrieve: RetrieveConfig,
-    pub teacher: TeacherConfig,
-    pub coordinator: CoordinatorConfig,
-    pub worker: WorkerConfig,
-}
 
 /// Where a job keeps its artefacts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -82,34 +69,6 @@ pub struct EvalConfig {
     pub splits: Vec<String>,
     /// Cutoffs of Recall@k (qrels) and answer-hit R@k.
     pub recall_at: Vec<usize>,
-}
-
-/// Stage 1 (`dgr train-gen`): the BERT2BERT student warm-started from a pretrained BERT,
-/// trained on multiview identifier pairs of the train split.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TrainGenConfig {
-    /// HF BERT directory (config.json, model.safetensors) both stacks warm-start from, or a
-    /// BERT2BERT directory saved by an earlier run, which training continues.
-    pub init: PathBuf,
-    /// `tokenizer.json` of that model.
-    pub tokenizer: PathBuf,
-    pub steps: usize,
-    pub batch_size: usize,
-    pub learning_rate: f64,
-    pub warmup_steps: usize,
-    pub weight_decay: f64,
-    pub label_smoothing: f64,
-    /// Clip of the global gradient norm, over all parameters (0 = off).
-    pub clip_norm: f32,
-    /// Save weights every this many steps (0 = only at the end).
-    pub save_every: usize,
-    pub max_source_tokens: usize,
-    pub max_target_tokens: usize,
-    /// Sources or targets longer than their limit: `truncate` (warn and cut) or `error`.
-    pub overlong: Overlong,
-    pub seed: u64,
-    pub pairs: PairsConfig,
 }
 
 /// Generative retrieval with the stage-1 student over the FM-index (`dgr retrieve`, method §2).
@@ -230,17 +189,6 @@ pub enum Overlong {
     Error,
 }
 
-/// How many training pairs of each view (method §1).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PairsConfig {
-    pub titles: usize,
-    pub spans: usize,
-    pub pseudo_queries: usize,
-    pub span_words: usize,
-    pub unsupervised: bool,
-}
-
 impl JobConfig {
     pub fn data_dir(&self) -> PathBuf {
         self.dir.join("data")
@@ -257,6 +205,9 @@ impl JobConfig {
     pub fn stage1_dir(&self) -> PathBuf {
         self.dir.join("stage1")
     }
+    pub fn stage2_dir(&self) -> PathBuf {
+        self.dir.join("stage2")
+    }
     pub fn candidates_dir(&self) -> PathBuf {
         self.dir.join("candidates")
     }
@@ -272,8 +223,9 @@ impl JobConfig {
 /// `DGR_TOKEN` is the coordinator's secret, read on its own, not a configuration key.
 const TOKEN_VARIABLE_KEY: &str = "TOKEN";
 
-/// Builds the layered configuration; `overrides` (from CLI flags) are merged last.
-pub fn load(user_file: Option<&Path>, overrides: Figment) -> Result<Config> {
+/// Builds the layered configuration of type `T` (the file-level configuration its program
+/// composes from the sections); `overrides` (from CLI flags) are merged last.
+pub fn load<T: serde::de::DeserializeOwned>(user_file: Option<&Path>, overrides: Figment) -> Result<T> {
     let mut figment = Figment::from(Toml::string(EMBEDDED_DEFAULTS));
     if let Some(path) = user_file {
         if !path.is_file() {
@@ -282,62 +234,7 @@ pub fn load(user_file: Option<&Path>, overrides: Figment) -> Result<Config> {
         figment = figment.merge(Toml::file(path));
     }
     figment = figment.merge(Env::prefixed("DGR_").ignore(&[TOKEN_VARIABLE_KEY]).split("__")).merge(overrides);
-    let config: Config = figment
+    figment
         .extract()
-        .map_err(|errors| Error::Config(errors.into_iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ")))?;
-    config.validate()?;
-    Ok(config)
-}
-
-impl Config {
-    fn validate(&self) -> Result<()> {
-        let split = self.prepare.split;
-        if u32::from(split.train) + u32::from(split.dev) + u32::from(split.test) != 100 {
-            return Err(Error::Config("prepare.split percentages must add up to 100".into()));
-        }
-        if self.index.sample_rate == 0 {
-            return Err(Error::Config("index.sample_rate must be at least 1".into()));
-        }
-        if self.bm25.top_k == 0 {
-            return Err(Error::Config("bm25.top_k must be at least 1".into()));
-        }
-        let t = &self.train_gen;
-        if t.steps == 0 || t.batch_size == 0 || t.max_source_tokens < 3 || t.max_target_tokens < 3 {
-            return Err(Error::Config(
-                "train_gen.steps and batch_size must be at least 1, max_*_tokens at least 3".into(),
-            ));
-        }
-        let r = &self.retrieve;
-        if [r.beam, r.hits, r.candidates, r.shard_queries, r.batch_queries].contains(&0) || r.max_source_tokens < 3 {
-            return Err(Error::Config(
-                "retrieve.beam, hits, candidates, shard_queries and batch_queries must be at least 1, \
-                 max_source_tokens at least 3"
-                    .into(),
-            ));
-        }
-        if !(0.0..=1.0).contains(&r.coverage) || r.smoothing <= 0.0 {
-            return Err(Error::Config(
-                "retrieve.coverage must lie in [0, 1] and retrieve.smoothing be positive".into(),
-            ));
-        }
-        let t = &self.teacher;
-        if [t.batch_size, t.depth, t.shard_queries].contains(&0) || t.max_tokens < 3 {
-            return Err(Error::Config(
-                "teacher.batch_size, depth and shard_queries must be at least 1, max_tokens at least 3".into(),
-            ));
-        }
-        let c = &self.coordinator;
-        if !(c.heartbeat_seconds > 0.0 && c.lease_seconds > c.heartbeat_seconds) {
-            return Err(Error::Config(
-                "coordinator.heartbeat_seconds must be positive and below coordinator.lease_seconds".into(),
-            ));
-        }
-        if c.max_body_bytes < 1024 {
-            return Err(Error::Config("coordinator.max_body_bytes must be at least 1024".into()));
-        }
-        if self.eval.recall_at.contains(&0) {
-            return Err(Error::Config("eval.recall_at cutoffs must be at least 1".into()));
-        }
-        Ok(())
-    }
+        .map_err(|errors| Error::Config(errors.into_iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ")))
 }

@@ -100,10 +100,23 @@ pub fn log_odds(log_prob: f64, count: u64, total_tokens: u64, smoothing: f64) ->
 
 /// The weight of a key: clamped log-odds raised to `exponent`; 0 for a key not in the corpus.
 pub fn key_weight(log_prob: f64, count: u64, total_tokens: u64, config: &ScoringConfig) -> f64 {
+    weight_and_slope(log_prob, count, total_tokens, config.smoothing, config.exponent).0
+}
+
+/// A weight `max(0, log-odds)^exponent` (retrieval's keys use the configured exponent, unigram
+/// scores 1) and its derivative in the student's log-probability, which stage-2 training
+/// follows: `d log-odds / d log_prob = 1 / (1 - P(k|q))` below the clamp at 0, 0 above it.
+pub fn weight_and_slope(log_prob: f64, count: u64, total_tokens: u64, smoothing: f64, exponent: f64) -> (f64, f64) {
     if count == 0 {
-        return 0.0;
+        return (0.0, 0.0);
     }
-    log_odds(log_prob, count, total_tokens, config.smoothing).max(0.0).powf(config.exponent)
+    let odds = log_odds(log_prob, count, total_tokens, smoothing);
+    if odds <= 0.0 {
+        return (0.0, 0.0);
+    }
+    let student = log_prob.min(0.0) - 1e-10;
+    let odds_slope = if log_prob < 0.0 { 1.0 / -student.exp_m1() } else { 0.0 };
+    (odds.powf(exponent), exponent * odds.powf(exponent - 1.0) * odds_slope)
 }
 
 /// The coverage factor of `tokens` given the token ids already `covered`.

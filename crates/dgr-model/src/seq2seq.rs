@@ -443,6 +443,13 @@ pub trait EncoderDecoder {
     /// Teacher-forced score of each key for one query: the sum of the log-probabilities of the
     /// key's tokens after the start token. All keys share one encoder pass; `[keys]`.
     fn score_keys(&self, encoded: &Encoded, keys: &[Vec<u32>]) -> Tensor<1> {
+        let count = keys.len();
+        self.key_token_log_probs(encoded, keys).sum_dim(1).reshape([count])
+    }
+
+    /// Log-probability of each token of each key, teacher-forced, one row per key (`[keys,
+    /// longest]`, 0 past a key's end).
+    fn key_token_log_probs(&self, encoded: &Encoded, keys: &[Vec<u32>]) -> Tensor<2> {
         let device = encoded.states.device();
         let count = keys.len();
         let length = keys.iter().map(Vec::len).max().unwrap_or(0).max(1);
@@ -455,8 +462,55 @@ pub trait EncoderDecoder {
         };
         let log_probs = log_softmax(self.decode(&repeated, decoder_ids), 2);
         let (targets, valid) = targets(&labels, length, &device);
-        let picked = log_probs.gather(2, targets.reshape([count, length, 1])).reshape([count, length]);
-        (picked * valid).sum_dim(1).reshape([count])
+        log_probs.gather(2, targets.reshape([count, length, 1])).reshape([count, length]) * valid
+    }
+
+    /// The same scores as [`EncoderDecoder::score_keys`], decoding less: equal keys and keys
+    /// that are prefixes of another key (every beam prefix is a key) share that key's row, and
+    /// each reads its score off the row's first tokens. `[keys]`.
+    fn score_keys_packed(&self, encoded: &Encoded, keys: &[Vec<u32>]) -> Tensor<1> {
+        let device = encoded.states.device();
+        let packed = PackedKeys::new(keys);
+        let token_log_probs = self.key_token_log_probs(encoded, &packed.rows);
+        let [rows, length] = token_log_probs.dims();
+        let mut select = vec![0f32; keys.len() * rows * length];
+        for (k, key) in keys.iter().enumerate() {
+            let row = packed.row_of[k];
+            for t in 0..key.len() {
+                select[k * rows * length + row * length + t] = 1.0;
+            }
+        }
+        let select = Tensor::<2>::from_data(TensorData::new(select, [keys.len(), rows * length]), &device);
+        select.matmul(token_log_probs.reshape([rows * length, 1])).reshape([keys.len()])
+    }
+}
+
+/// Keys packed for decoding: the distinct keys that are no prefix of another key, and for each
+/// key the row whose first tokens it is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PackedKeys {
+    pub rows: Vec<Vec<u32>>,
+    pub row_of: Vec<usize>,
+}
+
+impl PackedKeys {
+    pub fn new(keys: &[Vec<u32>]) -> Self {
+        // In lexicographic order the keys that extend a key follow it directly, so a key that
+        // is a prefix of any other key is a prefix of the next one.
+        let mut sorted: Vec<usize> = (0..keys.len()).collect();
+        sorted.sort_by(|&a, &b| keys[a].cmp(&keys[b]));
+        let mut rows: Vec<Vec<u32>> = Vec::new();
+        let mut row_of = vec![0; keys.len()];
+        for (i, &k) in sorted.iter().enumerate().rev() {
+            match sorted.get(i + 1) {
+                Some(&next) if keys[next].starts_with(&keys[k]) => row_of[k] = row_of[next],
+                _ => {
+                    row_of[k] = rows.len();
+                    rows.push(keys[k].clone());
+                }
+            }
+        }
+        PackedKeys { rows, row_of }
     }
 }
 

@@ -91,7 +91,13 @@ pub fn save_safetensors<M: ModuleSnapshot>(module: &M, path: &Path, remaps: &[(&
     let mut temp_name = path.as_os_str().to_owned();
     temp_name.push(".partial");
     let temp = std::path::PathBuf::from(temp_name);
-    let mut store = SafetensorsStore::from_file(&temp).with_to_adapter(BurnToPyTorchAdapter).overwrite(true);
+    // One metadata entry: several would be written in a map's random order, and the same
+    // weights would not give the same bytes twice.
+    let mut store = SafetensorsStore::from_file(&temp)
+        .with_to_adapter(BurnToPyTorchAdapter)
+        .overwrite(true)
+        .clear_metadata()
+        .metadata("format", "safetensors");
     for (from, to) in remaps {
         store = store.with_key_remapping(*from, *to);
     }

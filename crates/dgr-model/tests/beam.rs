@@ -43,12 +43,15 @@ fn ngrams(passages: &[Vec<u32>], max: usize) -> BTreeSet<Vec<u32>> {
     all
 }
 
-/// Each key's score equals the teacher-forced log-probability of its tokens.
+/// Each key's score equals the teacher-forced log-probability of its tokens, one key a row or
+/// packed (as stage 2 scores keys).
 fn assert_scores_are_teacher_forced(model: &Bert2Bert, encoded: &Encoded, keys: &[(Vec<u32>, f32)]) {
     let tokens: Vec<Vec<u32>> = keys.iter().map(|k| k.0.clone()).collect();
     let forced = values(model.score_keys(encoded, &tokens));
-    for ((key, score), expected) in keys.iter().zip(forced) {
+    let packed = values(model.score_keys_packed(encoded, &tokens));
+    for (((key, score), expected), packed) in keys.iter().zip(forced).zip(packed) {
         assert!((score - expected).abs() <= 1e-4, "{key:?}: beam {score} vs teacher-forced {expected}");
+        assert!((score - packed).abs() <= 1e-4, "{key:?}: beam {score} vs packed {packed}");
     }
 }
 

@@ -6,7 +6,7 @@ mod common;
 
 use burn::tensor::Device;
 use common::*;
-use dgr_model::seq2seq::{EncoderDecoder, Seq2Seq};
+use dgr_model::seq2seq::{EncoderDecoder, PackedKeys, Seq2Seq};
 
 fn fixture() -> (std::path::PathBuf, serde_json::Value) {
     model_fixture("tiny-bart")
@@ -104,4 +104,37 @@ fn saved_weights_load_back_to_the_same_model_under_hf_names() {
     assert_eq!(before, after);
     let leftovers: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(leftovers.len(), 2, "config.json and model.safetensors only: {leftovers:?}");
+}
+
+#[test]
+fn packed_key_scores_equal_one_key_a_row_in_value_and_gradient() {
+    let device = Device::flex().autodiff();
+    let (dir, reference) = fixture();
+    let (model, _, _) = Seq2Seq::load(&dir, &device).unwrap();
+    let full = source(&reference, &device);
+    let width = full.ids.dims()[1];
+    let first = dgr_model::seq2seq::Source { ids: full.ids.slice([0..1, 0..width]), mask: full.mask.slice([0..1, 0..width]) };
+    // Beam prefixes (every prefix is a key), a repeat, keys that share a prefix and diverge.
+    let keys: Vec<Vec<u32>> =
+        vec![vec![5], vec![5, 9], vec![5, 9, 14], vec![5, 9, 14, 3], vec![5, 9, 14], vec![5, 7], vec![20, 21], vec![20], vec![33]];
+    let packed = PackedKeys::new(&keys);
+    assert_eq!(packed.rows.len(), 4, "{:?}", packed.rows);
+    for (k, key) in keys.iter().enumerate() {
+        assert!(packed.rows[packed.row_of[k]].starts_with(key), "{key:?}");
+    }
+
+    let weights: Vec<f32> = (0..keys.len()).map(|i| 0.5 + i as f32).collect();
+    let weights = burn::tensor::Tensor::<1>::from_data(burn::tensor::TensorData::new(weights, [keys.len()]), &device);
+    let row_by_row = model.score_keys(&model.encode(&first), &keys);
+    let grads = (row_by_row.clone() * weights.clone()).sum().backward();
+    let expected_grad = values(model.shared.weight.val().grad(&grads).unwrap());
+    let together = model.score_keys_packed(&model.encode(&first), &keys);
+    let grads = (together.clone() * weights).sum().backward();
+    let grad = values(model.shared.weight.val().grad(&grads).unwrap());
+
+    let diff = max_abs_diff(&values(together), &values(row_by_row));
+    assert!(diff <= 1e-5, "packed scores differ by {diff}");
+    // Gradients reach the embeddings summed over many positions: compared relative to the largest.
+    let diff = relative_error(&grad, &expected_grad);
+    assert!(diff <= 1e-5, "packed gradients differ by {diff} (relative)");
 }

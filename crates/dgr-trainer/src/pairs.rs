@@ -8,11 +8,17 @@
 //! | body | `<text> \|\| body \|\| +` | a span of `span_words` words of the passage |
 //! | pseudo-query | `<text> \|\| query \|\| +` | `<pseudo-query> @@`, one of the passage's |
 //!
-//! Supervised pairs take a training query as `<text>`; unsupervised pairs take the passage's own
-//! title or pseudo-queries, so every passage of the corpus is seen even without queries. Body
-//! spans are sampled with a preference for spans that share words with the source: a span's
-//! weight is `1 + overlap_bonus * shared words`. Sampling is seeded: the same inputs and seed
-//! give the same pairs.
+//! Supervised pairs take a training query as `<text>`. Body spans of supervised pairs are
+//! sampled with a preference for spans that share words with the query: a span's weight is
+//! `1 + overlap_bonus * shared words`.
+//!
+//! Unsupervised pairs index the corpus itself, so that passages no training query points at
+//! are still learnt as targets (SEAL's `make_unsupervised_dataset.py`, its counts by default):
+//! per passage, its whole text → its title; `title_span_pairs` pairs that are each at random a
+//! span → the title or the title → a span; `span_pairs` span → another span; and each
+//! pseudo-query → the title (MINDER). Target spans that start with a stop word, end a sentence
+//! (`.?!`) or open a bracket are drawn again; a `lowercase_sources` share of the sources is
+//! lower-cased. Sampling is seeded: the same inputs and seed give the same pairs.
 
 use std::collections::HashSet;
 
@@ -30,8 +36,10 @@ pub struct TrainingPair {
     pub view: View,
 }
 
-/// How many pairs of each view, per (query, positive) and per passage.
-#[derive(Debug, Clone, PartialEq)]
+/// How many pairs of each view, per (query, positive) and per passage (`[train_gen.pairs]`;
+/// keys left out keep their defaults).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct PairConfig {
     /// Title pairs per positive (the reference repeats the title target 3 times).
     pub titles: usize,
@@ -43,8 +51,19 @@ pub struct PairConfig {
     pub span_words: usize,
     /// Extra weight per word a span shares with the source.
     pub overlap_bonus: f64,
-    /// Also build pairs from the corpus alone (title -> span, pseudo-query -> title).
+    /// Also build pairs from the corpus alone (SEAL's indexing pairs, see the module docs).
     pub unsupervised: bool,
+    /// Unsupervised: whole passage text → title pairs per passage (SEAL: 1).
+    pub passage_title_pairs: usize,
+    /// Unsupervised: pairs per passage that are, at random, span → title or title → span
+    /// (SEAL: 3).
+    pub title_span_pairs: usize,
+    /// Unsupervised: span → span pairs per passage (SEAL: 10).
+    pub span_pairs: usize,
+    /// Unsupervised: share of sources lower-cased (SEAL: 0.1).
+    pub lowercase_sources: f64,
+    /// Seed of the sampling (the run's seed, not a setting of its own).
+    #[serde(skip)]
     pub seed: u64,
 }
 
@@ -57,6 +76,10 @@ impl Default for PairConfig {
             span_words: 10,
             overlap_bonus: 4.0,
             unsupervised: true,
+            passage_title_pairs: 1,
+            title_span_pairs: 3,
+            span_pairs: 10,
+            lowercase_sources: 0.1,
             seed: 42,
         }
     }
@@ -82,7 +105,7 @@ fn normalized(word: &str) -> String {
 
 /// Samples `count` spans of `config.span_words` words from `text`, weighted towards spans that
 /// share words with `context`. A passage shorter than a span gives itself.
-fn sample_spans(text: &str, context: &str, count: usize, config: &PairConfig, rng: &mut StdRng) -> Vec<String> {
+pub fn sample_spans(text: &str, context: &str, count: usize, config: &PairConfig, rng: &mut StdRng) -> Vec<String> {
     let tokens = words(text);
     if tokens.is_empty() || count == 0 {
         return Vec::new();
@@ -140,23 +163,76 @@ pub fn supervised_pairs(query: &str, passage: &Passage, config: &PairConfig, rng
     pairs
 }
 
-/// Pairs from a passage alone: its title (or, without a title, its first pseudo-query) asks
-/// for body spans, and each pseudo-query asks for the title.
-pub fn unsupervised_pairs(passage: &Passage, config: &PairConfig, rng: &mut StdRng) -> Vec<TrainingPair> {
-    let mut pairs = Vec::new();
-    let anchor = if passage.title.trim().is_empty() { passage.pseudo_queries.first() } else { Some(&passage.title) };
-    if let Some(anchor) = anchor {
-        for span in sample_spans(&passage.text, anchor, config.spans, config, rng) {
-            pairs.push(TrainingPair { source: source(anchor, View::Body), target: span, view: View::Body });
+/// Words a target span may not start with (SEAL's list of English stop words).
+const STOP_WORDS: &[&str] = &[
+    "a", "about", "above", "after", "again", "against", "all", "am", "an", "and", "any", "are", "as", "at", "be",
+    "because", "been", "before", "being", "below", "between", "both", "but", "by", "can", "did", "do", "does",
+    "doing", "down", "during", "each", "few", "for", "from", "further", "had", "has", "have", "having", "he", "her",
+    "here", "hers", "herself", "him", "himself", "his", "how", "i", "if", "in", "into", "is", "it", "its", "itself",
+    "just", "me", "more", "most", "my", "myself", "no", "nor", "not", "now", "of", "off", "on", "once", "only", "or",
+    "other", "our", "ours", "ourselves", "out", "over", "own", "same", "she", "should", "so", "some", "such", "than",
+    "that", "the", "their", "theirs", "them", "themselves", "then", "there", "these", "they", "this", "those",
+    "through", "to", "too", "under", "until", "up", "very", "was", "we", "were", "what", "when", "where", "which",
+    "while", "who", "whom", "why", "will", "with", "you", "your", "yours", "yourself", "yourselves",
+];
+
+/// A span worth generating: it does not start with a stop word or a bracket, nor end a sentence.
+fn good_target(span: &str) -> bool {
+    let first = span.split_whitespace().next().unwrap_or_default();
+    !(STOP_WORDS.contains(&first.to_lowercase().as_str())
+        || first.starts_with(['(', '['])
+        || span.ends_with(['.', '?', '!']))
+}
+
+/// A uniformly drawn span of `words` words of `text` (the whole text if shorter); as targets,
+/// spans are drawn again until [`good_target`] accepts one (100 tries: a passage may have none).
+fn random_span(text: &[&str], words: usize, target: bool, rng: &mut StdRng) -> String {
+    let width = words.max(1).min(text.len());
+    let mut span = String::new();
+    for _ in 0..100 {
+        let start = rng.random_range(0..=text.len() - width);
+        span = text[start..start + width].join(" ");
+        if !target || good_target(&span) {
+            break;
         }
     }
-    if !passage.title.trim().is_empty() {
+    span
+}
+
+/// Pairs from a passage alone (SEAL's indexing pairs, see the module documentation).
+pub fn unsupervised_pairs(passage: &Passage, config: &PairConfig, rng: &mut StdRng) -> Vec<TrainingPair> {
+    let mut pairs = Vec::new();
+    let text = words(&passage.text);
+    let title = passage.title.trim();
+    let mut push = |source: &str, target: String, view: View, rng: &mut StdRng| {
+        let source =
+            if rng.random::<f64>() < config.lowercase_sources { source.to_lowercase() } else { source.to_string() };
+        pairs.push(TrainingPair { source: view.source(&source), target, view });
+    };
+    if !title.is_empty() && !text.is_empty() {
+        for _ in 0..config.passage_title_pairs {
+            push(&passage.text, closed(title), View::Title, rng);
+        }
+        for _ in 0..config.title_span_pairs {
+            if rng.random::<bool>() {
+                let span = random_span(&text, config.span_words, false, rng);
+                push(&span, closed(title), View::Title, rng);
+            } else {
+                let span = random_span(&text, config.span_words, true, rng);
+                push(title, span, View::Body, rng);
+            }
+        }
+    }
+    if !text.is_empty() {
+        for _ in 0..config.span_pairs {
+            let source = random_span(&text, config.span_words, false, rng);
+            let target = random_span(&text, config.span_words, true, rng);
+            push(&source, target, View::Body, rng);
+        }
+    }
+    if !title.is_empty() {
         for pq in passage.pseudo_queries.iter().take(config.pseudo_queries) {
-            pairs.push(TrainingPair {
-                source: source(pq, View::Title),
-                target: closed(&passage.title),
-                view: View::Title,
-            });
+            push(pq, closed(title), View::Title, rng);
         }
     }
     pairs

@@ -46,14 +46,22 @@ fn every_positive_gets_its_views_and_every_passage_its_unsupervised_pairs() {
     let data = wiki_train();
     let config = PairConfig::default();
     let all = pairs(&data, &config);
-    // 31 train queries x (3 titles + 10 spans), no pseudo-queries in wiki-vital;
-    // plus 40 passages x 10 title -> span pairs.
+    // 31 train queries x (3 titles + 10 spans), no pseudo-queries in wiki-vital; plus SEAL's
+    // 1 + 3 + 10 indexing pairs for each of the 40 passages.
     assert_eq!(data.queries.len(), 31);
-    assert_eq!(all.len(), 31 * 13 + 40 * 10);
+    assert_eq!(all.len(), 31 * 13 + 40 * 14);
     let count = |view| all.iter().filter(|p| p.view == view).count();
-    assert_eq!(count(View::Title), 31 * 3);
-    assert_eq!(count(View::Body), 31 * 10 + 40 * 10);
+    assert!(count(View::Title) > 31 * 3 + 40, "passage -> title and some span -> title pairs");
+    assert!(count(View::Body) > 31 * 10 + 40 * 10, "span -> span and some title -> span pairs");
+    assert_eq!(count(View::Title) + count(View::Body), all.len());
     assert_eq!(count(View::PseudoQuery), 0);
+    // Every passage's title is a target, also of the 9 passages no train query points at.
+    let targets: std::collections::HashSet<&str> = all.iter().map(|p| p.target.as_str()).collect();
+    let judged: std::collections::HashSet<&String> = data.relevant.values().flatten().collect();
+    assert_eq!(data.corpus.iter().filter(|p| !judged.contains(&p.id)).count(), 9);
+    for passage in &data.corpus {
+        assert!(targets.contains(format!("{} @@", passage.title).as_str()), "{} is never a target", passage.title);
+    }
 
     for pair in &all {
         assert!(pair.source.ends_with(pair.view.prompt()), "{pair:?}");
@@ -78,6 +86,40 @@ fn every_positive_gets_its_views_and_every_passage_its_unsupervised_pairs() {
     }
     assert_eq!(all, pairs(&data, &config), "the same seed gives the same pairs");
     assert_ne!(all, pairs(&data, &PairConfig { seed: 7, ..config }), "another seed other spans");
+}
+
+#[test]
+fn indexing_pairs_follow_seal() {
+    let data = wiki_train();
+    let config = PairConfig { lowercase_sources: 0.0, ..PairConfig::default() };
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    let mut starts_with_stop_word = 0;
+    let mut body_targets = 0;
+    for passage in &data.corpus {
+        let pairs = unsupervised_pairs(passage, &config, &mut rng);
+        assert_eq!(pairs.len(), 14);
+        assert_eq!(pairs[0].source, format!("{} || title || +", passage.text), "the whole passage asks for its title");
+        assert_eq!(pairs[0].target, format!("{} @@", passage.title));
+        let text = passage.text.split_whitespace().collect::<Vec<_>>().join(" ");
+        for pair in pairs.iter().filter(|p| p.view == View::Body) {
+            assert!(text.contains(&pair.target) && pair.target.split_whitespace().count() == 10, "{pair:?}");
+            assert!(!pair.target.ends_with(['.', '?', '!']) && !pair.target.starts_with(['(', '[']), "{pair:?}");
+            body_targets += 1;
+            let first = pair.target.split_whitespace().next().unwrap().to_lowercase();
+            starts_with_stop_word += usize::from(["the", "a", "of", "and", "in", "is", "to"].contains(&first.as_str()));
+        }
+        for pair in pairs.iter().filter(|p| p.view == View::Title).skip(1) {
+            let span = pair.source.strip_suffix(" || title || +").unwrap();
+            assert!(text.contains(span) && span.split_whitespace().count() == 10, "span -> title: {pair:?}");
+        }
+    }
+    // Uniform 10-word windows of these passages start with one of those words far more often.
+    assert!(body_targets >= 40 * 10 && starts_with_stop_word * 100 < body_targets, "{starts_with_stop_word} of {body_targets}");
+
+    let lower = PairConfig { lowercase_sources: 1.0, ..config };
+    let pairs = unsupervised_pairs(&data.corpus[0], &lower, &mut rng);
+    assert!(pairs.iter().all(|p| p.source == p.source.to_lowercase()), "{pairs:?}");
+    assert!(pairs.iter().any(|p| p.target.chars().any(char::is_uppercase)), "targets keep their case");
 }
 
 fn overlap(span: &str, context: &str) -> usize {
@@ -127,9 +169,11 @@ fn pseudo_queries_give_their_own_views() {
 
     let unsupervised = unsupervised_pairs(&passage, &config, &mut rng);
     let to_title: Vec<_> = unsupervised.iter().filter(|p| p.view == View::Title).collect();
-    assert_eq!(to_title.len(), 2);
     assert!(to_title.iter().all(|p| p.target == "Lighthouse @@"));
-    assert_eq!(to_title[0].source, "what is a lighthouse || title || +");
+    let from_pq: Vec<_> = to_title.iter().filter(|p| p.source.ends_with("lighthouse || title || +") || p.source.ends_with("ships || title || +")).collect();
+    let sources: Vec<&str> = from_pq.iter().map(|p| p.source.as_str()).collect();
+    assert!(sources.contains(&"what is a lighthouse || title || +"), "{sources:?}");
+    assert!(sources.contains(&"tower that guides ships || title || +"), "{sources:?}");
 
     let unknown_query = Query { id: "q".into(), text: "x".into(), answers: vec![] };
     let (_, unknown) = build_pairs(std::slice::from_ref(&passage), [(&unknown_query, vec!["nope"])], &config);

@@ -10,31 +10,25 @@ use dgr_core::import::{DatasetFormat, ImportOptions, import};
 use dgr_core::progress::NoProgress;
 use dgr_model::bert2bert::Bert2Bert;
 use dgr_model::tokenizer::TextTokenizer;
+use dgr_trainer::checkpoint::RunIdentity;
+use dgr_trainer::engine::{EngineConfig, RunSetup, StepLog, train};
 use dgr_trainer::pairs::{PairConfig, supervised_pairs};
-use dgr_trainer::stage1::{Stage1Config, StepLog, learning_rate, train_stage1};
+use dgr_trainer::stage1::GenerationObjective;
 use rand::SeedableRng;
 
-fn config(steps: usize) -> Stage1Config {
-    Stage1Config {
+fn config(steps: u64) -> EngineConfig {
+    EngineConfig {
         batch_size: 4,
         steps,
+        accumulation: 1,
         learning_rate: 2e-4,
         warmup_steps: 2,
         weight_decay: 0.01,
-        label_smoothing: 0.0,
         clip_norm: 1.0,
-        save_every: 4,
+        checkpoint_every: 4,
+        keep_checkpoints: 3,
         seed: 42,
     }
-}
-
-#[test]
-fn the_schedule_warms_up_then_decays_to_zero() {
-    let c = Stage1Config { steps: 10, warmup_steps: 4, learning_rate: 1.0, ..config(10) };
-    let rates: Vec<f64> = (0..10).map(|s| learning_rate(s, &c)).collect();
-    assert_eq!(&rates[..4], &[0.25, 0.5, 0.75, 1.0]);
-    assert!(rates[4..].windows(2).all(|w| w[1] < w[0]), "{rates:?}");
-    assert!((rates[9] - 1.0 / 6.0).abs() < 1e-12, "{rates:?}");
 }
 
 #[test]
@@ -62,26 +56,29 @@ fn titles_are_learned_and_weights_are_saved_loadable() {
     let target_tokenizer = TextTokenizer::from_file(&minilm.join("tokenizer.json"), 16).unwrap();
     let out = tmp.path().join("stage1");
     let mut seen: Vec<StepLog> = Vec::new();
-    let c = config(12);
-    train_stage1(model, &model_config, &source_tokenizer, &target_tokenizer, &pairs, &c, &out, |s| {
-        seen.push(s.clone())
+    let mut objective = GenerationObjective::new(&pairs, &source_tokenizer, &target_tokenizer, 0, 0.0).unwrap();
+    let setup = RunSetup { out_dir: &out, identity: RunIdentity::default(), fresh: false };
+    train(model, &model_config, &mut objective, &config(12), &setup, |s, _| {
+        seen.push(s.clone());
+        Ok(())
     })
     .unwrap();
 
     assert_eq!(seen.len(), 12);
     let log = std::fs::read_to_string(out.join("train_log.jsonl")).unwrap();
     assert_eq!(log.lines().count(), 12);
-    let mean = |s: &[StepLog]| s.iter().map(|l| l.loss).sum::<f32>() / s.len() as f32;
+    let mean = |s: &[StepLog]| s.iter().map(|l| l.loss).sum::<f64>() / s.len() as f64;
     let (first, last) = (mean(&seen[..3]), mean(&seen[9..]));
     assert!(seen.iter().all(|l| l.loss.is_finite()));
     assert!(last < first * 0.7, "loss should fall: {:?}", seen.iter().map(|l| l.loss).collect::<Vec<_>>());
-    let accuracy = |s: &[StepLog]| s.iter().map(|l| l.accuracy).sum::<f32>() / s.len() as f32;
+    let accuracy = |s: &[StepLog]| s.iter().map(|l| l.measures["accuracy"]).sum::<f64>() / s.len() as f64;
     assert!(accuracy(&seen[9..]) > accuracy(&seen[..3]), "accuracy should rise: {seen:?}");
-    assert!(seen.iter().all(|l| l.nll >= 0.0 && l.grad_norm > 0.0 && (0.0..=1.0).contains(&l.accuracy)));
+    assert!(seen.iter().all(|l| l.measures["nll"] >= 0.0 && l.grad_norm > 0.0 && (0.0..=1.0).contains(&l.measures["accuracy"])));
 
-    for name in ["step-0000004", "step-0000008", "step-0000012", "final"] {
-        assert!(out.join("weights").join(name).join("model.safetensors").is_file(), "{name}");
+    for name in ["step-0000004", "step-0000008", "step-0000012"] {
+        assert!(out.join("checkpoints").join(name).join("model/model.safetensors").is_file(), "{name}");
     }
+    assert!(out.join("weights/final/model.safetensors").is_file());
     let (_, config_again, report) = Bert2Bert::load(&out.join("weights/final"), &Device::flex()).unwrap();
     assert_eq!(config_again, model_config);
     assert!(report.applied > 100);

@@ -4,7 +4,7 @@ use anyhow::Context;
 use dgr_bm25::{Bm25Index, IndexOptions, build_index};
 use dgr_core::Query;
 use dgr_core::arrow_file::read_records;
-use dgr_core::config::Config;
+use crate::config::Config;
 use dgr_core::trec::write_run;
 use figment::Figment;
 use tracing::info;

@@ -13,7 +13,7 @@ use dgr_coordinator::client::Client;
 use dgr_coordinator::ledger::{JobSpec, Ledger};
 use dgr_coordinator::server::{Service, ServiceConfig, now, serve};
 use dgr_coordinator::worker::{self, ShardWork};
-use dgr_core::config::Config;
+use crate::config::Config;
 use dgr_core::shards::ShardEntry;
 use figment::Figment;
 use tracing::{info, warn};

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use dgr_core::arrow_file::read_records;
 use dgr_core::atomic::write_atomic;
-use dgr_core::config::Config;
+use crate::config::Config;
 use dgr_core::trec::{Run, read_qrels, read_run};
 use dgr_core::{Passage, Query};
 use dgr_eval::{EvalReport, evaluate_answers, evaluate_qrels};

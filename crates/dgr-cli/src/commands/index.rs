@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use dgr_core::Passage;
 use dgr_core::arrow_file::read_records;
-use dgr_core::config::Config;
+use crate::config::Config;
 use dgr_core::import::sha256_file;
 use dgr_core::progress::{Progress, Unit};
 use dgr_index::layout::passage_layout;

@@ -8,13 +8,13 @@ mod pipeline;
 mod prepare;
 mod retrieve;
 mod teacher;
+mod train_distill;
 mod train_gen;
 
 use std::path::Path;
 
-use anyhow::Context;
 use clap::Subcommand;
-use dgr_core::config::{self, Config};
+use crate::config::Config;
 use figment::Figment;
 
 #[derive(Subcommand)]
@@ -33,6 +33,9 @@ pub enum Command {
     /// Stage 1: train the BERT2BERT student (warm-started from MiniLM) to generate the
     /// identifiers of relevant passages; writes <job.dir>/stage1/.
     TrainGen(train_gen::Args),
+    /// Stage 2 (DGR): train the stage-1 student so that its passage scores follow the
+    /// teacher's order of the train queries' candidates; writes <job.dir>/stage2/.
+    TrainDistill(train_distill::Args),
     /// Generative retrieval with the stage-1 student over the FM-index: a TREC run
     /// (<job.dir>/runs/gr-<split>.trec) and candidate shards (<job.dir>/candidates/<split>/).
     Retrieve(retrieve::Args),
@@ -57,7 +60,8 @@ pub fn run(command: Command, config_file: Option<&Path>) -> anyhow::Result<()> {
         Command::Bm25(cmd) => bm25::run(&load_config(config_file, cmd.overrides())?, &cmd),
         Command::Index(cmd) => index::run(&load_config(config_file, Figment::new())?, &cmd),
         Command::Eval(args) => eval::run(&load_config(config_file, Figment::new())?, &args),
-        Command::TrainGen(args) => train_gen::run(&load_config(config_file, args.overrides())?),
+        Command::TrainGen(args) => train_gen::run(&load_config(config_file, args.overrides())?, &args),
+        Command::TrainDistill(args) => train_distill::run(&load_config(config_file, args.overrides())?, &args),
         Command::Retrieve(args) => retrieve::run(&load_config(config_file, args.overrides())?, &args),
         Command::Teacher(cmd) => teacher::run(&load_config(config_file, cmd.overrides())?, &cmd),
         Command::Coordinator(args) => distributed::coordinator(&load_config(config_file, args.overrides())?, &args),
@@ -68,5 +72,5 @@ pub fn run(command: Command, config_file: Option<&Path>) -> anyhow::Result<()> {
 }
 
 fn load_config(file: Option<&Path>, overrides: Figment) -> anyhow::Result<Config> {
-    config::load(file, overrides).context("cannot load configuration")
+    crate::config::load(file, overrides)
 }

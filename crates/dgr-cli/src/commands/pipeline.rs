@@ -7,7 +7,7 @@ use dgr_bm25::Bm25Index;
 use dgr_core::Query;
 use dgr_core::arrow_file::read_records;
 use dgr_core::atomic::write_atomic;
-use dgr_core::config::Config;
+use crate::config::Config;
 use dgr_core::import::{DatasetManifest, sha256_file};
 use dgr_core::trec::read_qrels;
 use dgr_eval::evaluate_qrels;

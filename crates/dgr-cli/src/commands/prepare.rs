@@ -1,7 +1,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use dgr_core::config::Config;
+use crate::config::Config;
 use dgr_core::import::{self, DatasetFormat, ImportOptions, ImportSummary};
 use figment::Figment;
 use tracing::info;

@@ -15,7 +15,7 @@ use dgr_core::Query;
 use dgr_core::arrow_file::{read_records, write_records};
 use dgr_core::atomic::StagingDir;
 use dgr_core::candidates::{CANDIDATES_FORMAT, CANDIDATES_MANIFEST, CANDIDATES_VERSION, CandidateKey, QueryCandidates};
-use dgr_core::config::Config;
+use crate::config::Config;
 use dgr_core::import::sha256_file;
 use dgr_core::progress::{NoProgress, Progress, Unit};
 use dgr_core::shards::{ShardEntry, ShardManifest, read_verified_shard, shard_file_name, shard_ranges};
@@ -83,6 +83,7 @@ pub struct RetrieveInputs {
     model_dir: PathBuf,
     index_dir: PathBuf,
     index_sha256: String,
+    model_sha256: String,
     fingerprint: String,
 }
 
@@ -128,7 +129,7 @@ impl RetrieveInputs {
             queries.len(),
             queries_path.display()
         );
-        Ok(RetrieveInputs { queries, model_dir, index_dir, index_sha256, fingerprint })
+        Ok(RetrieveInputs { queries, model_dir, index_dir, index_sha256, model_sha256, fingerprint })
     }
 
     /// The job a coordinator runs for these inputs.
@@ -164,6 +165,7 @@ impl RetrieveInputs {
         let r = &config.retrieve;
         let provenance = serde_json::json!({
             "model": self.model_dir.display().to_string(),
+            "model_sha256": self.model_sha256,
             "index_sha256": self.index_sha256,
             "beam": r.beam,
             "hits": r.hits,

@@ -5,18 +5,21 @@ use std::collections::BTreeMap;
 use anyhow::{Context, bail};
 use burn::tensor::Device;
 use dgr_core::arrow_file::read_records;
-use dgr_core::config::{self, Config};
-use dgr_core::import::DatasetManifest;
+use dgr_core::config;
+use dgr_core::import::{DatasetManifest, sha256_file};
 use dgr_core::progress::{Progress, Unit};
 use dgr_core::trec::read_qrels;
 use dgr_core::{Passage, Query};
 use dgr_model::bert2bert::Bert2Bert;
 use dgr_model::tokenizer::{Overlong, TextTokenizer};
+use dgr_trainer::checkpoint::RunIdentity;
+use dgr_trainer::engine::{RunSetup, StepLog, train};
 use dgr_trainer::pairs::{PairConfig, build_pairs};
-use dgr_trainer::stage1::{Stage1Config, train_stage1};
+use dgr_trainer::stage1::GenerationObjective;
 use figment::Figment;
 use tracing::{info, warn};
 
+use crate::config::Config;
 use crate::progress::Bar;
 
 #[derive(clap::Args)]
@@ -24,19 +27,22 @@ pub struct Args {
     /// Optimisation steps (default: train_gen.steps).
     #[arg(long)]
     steps: Option<usize>,
-    /// Pairs per step (default: train_gen.batch_size).
+    /// Pairs per micro-batch (default: train_gen.engine.batch_size).
     #[arg(long)]
     batch_size: Option<usize>,
+    /// Start over: remove the stage's checkpoints instead of resuming from the newest.
+    #[arg(long)]
+    pub fresh: bool,
 }
 
 impl Args {
     pub fn overrides(&self) -> Figment {
         let mut figment = Figment::new();
         if let Some(steps) = self.steps {
-            figment = figment.merge(("train_gen.steps", steps));
+            figment = figment.merge(("train_gen.engine.steps", steps));
         }
         if let Some(batch_size) = self.batch_size {
-            figment = figment.merge(("train_gen.batch_size", batch_size));
+            figment = figment.merge(("train_gen.engine.batch_size", batch_size));
         }
         figment
     }
@@ -46,7 +52,7 @@ impl Args {
 const DECODER_START: &str = "[CLS]";
 const PAD: &str = "[PAD]";
 
-pub fn run(config: &Config) -> anyhow::Result<()> {
+pub fn run(config: &Config, args: &Args) -> anyhow::Result<()> {
     let t = &config.train_gen;
     let data = config.job.data_dir();
     let manifest = DatasetManifest::load(&data).context("run `dgr prepare` first")?;
@@ -62,15 +68,7 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
         .map(|(q, docs)| (q.as_str(), docs.iter().filter(|(_, r)| **r > 0).map(|(d, _)| d.as_str()).collect()))
         .collect();
     let judged = queries.iter().filter_map(|q| relevant.get(q.id.as_str()).map(|docs| (q, docs.clone())));
-    let pair_config = PairConfig {
-        titles: t.pairs.titles,
-        spans: t.pairs.spans,
-        pseudo_queries: t.pairs.pseudo_queries,
-        span_words: t.pairs.span_words,
-        unsupervised: t.pairs.unsupervised,
-        seed: t.seed,
-        ..PairConfig::default()
-    };
+    let pair_config = PairConfig { seed: t.engine.seed, ..t.pairs.clone() };
     let (pairs, unknown) = build_pairs(&corpus, judged, &pair_config);
     if !unknown.is_empty() {
         warn!(count = unknown.len(), "judged passages missing from the corpus were left out");
@@ -88,7 +86,7 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
     };
     let (start, pad) = (special(DECODER_START)?, special(PAD)?);
     let device = Device::flex().autodiff();
-    device.seed(t.seed);
+    device.seed(t.engine.seed);
     let (model, model_config) = Bert2Bert::load_or_warm_start(&t.init, start, pad, &device)
         .with_context(|| format!("cannot start the student from {}", t.init.display()))?;
     let positions = model_config.encoder.max_position_embeddings.min(model_config.decoder.max_position_embeddings);
@@ -100,35 +98,52 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
         );
     }
 
-    let stage1 = Stage1Config {
-        batch_size: t.batch_size,
-        steps: t.steps,
-        learning_rate: t.learning_rate,
-        warmup_steps: t.warmup_steps,
-        weight_decay: t.weight_decay,
-        label_smoothing: t.label_smoothing,
-        clip_norm: t.clip_norm,
-        save_every: t.save_every,
-        seed: t.seed,
+    let mut objective =
+        GenerationObjective::new(&pairs, &source_tokenizer, &target_tokenizer, pad, t.label_smoothing)?;
+    let identity = RunIdentity {
+        fingerprint: [
+            ("init".to_string(), weights_checksum(&t.init)?),
+            ("dataset".to_string(), sha256_file(&data.join(dgr_core::import::MANIFEST_FILE))?.1),
+            ("tokenizer".to_string(), sha256_file(&t.tokenizer)?.1),
+        ]
+        .into(),
+        settings: serde_json::to_value(t)?,
     };
     let out = config.job.stage1_dir();
+    let setup = RunSetup { out_dir: &out, identity, fresh: args.fresh };
     let bar = Bar::new();
-    bar.begin("train-gen", t.steps as u64, Unit::Items);
-    train_stage1(model, &model_config, &source_tokenizer, &target_tokenizer, &pairs, &stage1, &out, |step| {
+    bar.begin("train-gen", t.engine.steps, Unit::Items);
+    let trained = train(model, &model_config, &mut objective, &t.engine, &setup, |step, _| {
         bar.advance(1);
-        if step.step % 10 == 0 || step.step == t.steps {
-            info!(
-                step = step.step,
-                loss = format!("{:.4}", step.loss),
-                nll = format!("{:.4}", step.nll),
-                accuracy = format!("{:.3}", step.accuracy),
-                grad_norm = format!("{:.3}", step.grad_norm),
-                lr = step.learning_rate,
-                "train-gen"
-            );
-        }
+        log_step("train-gen", step, t.engine.steps);
+        Ok(())
     })?;
     bar.finish();
-    info!(out = %out.display(), "stage 1 done: weights/final, train_log.jsonl");
+    if let Some(step) = trained.resumed_from {
+        info!(step, "resumed from a checkpoint");
+    }
+    info!(out = %out.display(), "stage 1 done: weights/final, checkpoints/, train_log.jsonl");
     Ok(())
+}
+
+/// The SHA-256 of a model directory's weights: what a run's checkpoints are tied to.
+pub fn weights_checksum(dir: &std::path::Path) -> anyhow::Result<String> {
+    let path = dir.join("model.safetensors");
+    Ok(sha256_file(&path).with_context(|| format!("cannot read {}", path.display()))?.1)
+}
+
+/// Logs every 10th step and the last: the loss and every measure of the objective.
+pub fn log_step(stage: &str, step: &StepLog, steps: u64) {
+    if step.step % 10 == 0 || step.step == steps {
+        let measures: Vec<String> = step.measures.iter().map(|(k, v)| format!("{k}={v:.4}")).collect();
+        info!(
+            step = step.step,
+            loss = format!("{:.4}", step.loss),
+            grad_norm = format!("{:.3}", step.grad_norm),
+            lr = step.learning_rate,
+            seconds = format!("{:.2}", step.seconds),
+            "{stage} {}",
+            measures.join(" ")
+        );
+    }
 }

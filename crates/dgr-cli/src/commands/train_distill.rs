@@ -1,0 +1,191 @@
+//! `dgr train-distill`: stage 2 (DGR, method §4–5). The stage-1 student learns to order the
+//! train queries' candidates as the teacher does; writes `<job.dir>/stage2/`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use burn::tensor::Device;
+use dgr_core::Passage;
+use dgr_core::Query;
+use dgr_core::arrow_file::read_records;
+use dgr_core::atomic::write_atomic;
+use dgr_core::candidates::{CANDIDATES_FORMAT, CANDIDATES_MANIFEST, CANDIDATES_VERSION, QueryCandidates};
+use dgr_core::import::{DatasetManifest, sha256_file};
+use dgr_core::progress::{Progress, Unit};
+use dgr_core::rank_lists::{self, RankList};
+use dgr_core::shards::{ShardManifest, read_shard_set};
+use dgr_core::views::PSEUDO_QUERY_MARK;
+use dgr_index::evidence::ScoringConfig;
+use dgr_index::store::read_manifest;
+use dgr_model::bert2bert::Bert2Bert;
+use dgr_model::tokenizer::{Overlong, TextTokenizer};
+use dgr_trainer::checkpoint::RunIdentity;
+use dgr_trainer::distill::{DistillData, DistillObjective, Markers};
+use dgr_trainer::engine::{RunSetup, train};
+use figment::Figment;
+use tracing::info;
+
+use crate::commands::train_gen::{log_step, weights_checksum};
+use crate::config::Config;
+use crate::progress::Bar;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Optimisation steps (default: train_distill.engine.steps).
+    #[arg(long)]
+    steps: Option<u64>,
+    /// Start over: remove the stage's checkpoints instead of resuming from the newest.
+    #[arg(long)]
+    fresh: bool,
+}
+
+impl Args {
+    pub fn overrides(&self) -> Figment {
+        let mut figment = Figment::new();
+        if let Some(steps) = self.steps {
+            figment = figment.merge(("train_distill.engine.steps", steps));
+        }
+        figment
+    }
+}
+
+const SPLIT: &str = "train";
+
+/// The student stage 2 starts from.
+fn student_dir(config: &Config) -> PathBuf {
+    let d = &config.train_distill;
+    if d.student.as_os_str().is_empty() { config.job.stage1_dir().join("weights/final") } else { d.student.clone() }
+}
+
+/// A shard set's manifest, made for the train split.
+fn open_set(dir: &Path, name: &str, format: &str, version: u32, hint: &str) -> anyhow::Result<ShardManifest> {
+    let manifest = ShardManifest::open(dir, name, format, version).with_context(|| format!("cannot open {} ({hint})", dir.display()))?;
+    if manifest.split != SPLIT {
+        bail!("{}: made for split `{}`, stage 2 trains on `{SPLIT}`", dir.join(name).display(), manifest.split);
+    }
+    Ok(manifest)
+}
+
+pub fn run(config: &Config, args: &Args) -> anyhow::Result<()> {
+    let d = &config.train_distill;
+    let data = config.job.data_dir();
+    DatasetManifest::load(&data).context("run `dgr prepare` first")?;
+    let corpus: Vec<Passage> = read_records(&data.join("corpus.arrow"))?;
+    let queries: Vec<Query> = read_records(&data.join(format!("queries-{SPLIT}.arrow")))?;
+    if queries.is_empty() {
+        bail!("{} has no {SPLIT} queries: stage 2 trains on them", data.display());
+    }
+
+    let student = student_dir(config);
+    let student_sha256 = weights_checksum(&student)
+        .with_context(|| format!("no stage-1 student in {} (train one with `dgr train-gen`)", student.display()))?;
+    let index_dir = config.job.index_dir();
+    let index = read_manifest(&index_dir).context("cannot open the FM-index (build it with `dgr index build`)")?;
+
+    let candidates_dir = config.job.candidates_dir().join(SPLIT);
+    let candidates_set = open_set(
+        &candidates_dir,
+        CANDIDATES_MANIFEST,
+        CANDIDATES_FORMAT,
+        CANDIDATES_VERSION,
+        "retrieve candidates for the train queries with `dgr retrieve --split train`",
+    )?;
+    let provenance = |key: &str| candidates_set.provenance.get(key).and_then(|v| v.as_str()).map(str::to_string);
+    if let Some(made_with) = provenance("model_sha256")
+        && made_with != student_sha256
+    {
+        bail!(
+            "{}: the candidates were retrieved with another student (weights sha256 {made_with}) than {} \
+             (sha256 {student_sha256}); retrieve them again with this student",
+            candidates_dir.display(),
+            student.display()
+        );
+    }
+    if let Some(made_with) = provenance("index_sha256")
+        && made_with != index.index_sha256
+    {
+        bail!("{}: the candidates were retrieved over another FM-index than {}", candidates_dir.display(), index_dir.display());
+    }
+    let rank_lists_dir = config.job.rank_lists_dir().join(SPLIT);
+    let rank_set = open_set(
+        &rank_lists_dir,
+        rank_lists::MANIFEST_FILE,
+        rank_lists::SET_FORMAT,
+        rank_lists::SET_VERSION,
+        "score the train candidates with `dgr teacher score` (teacher.candidates = \"gr\")",
+    )?;
+    let candidates: Vec<QueryCandidates> = read_shard_set(&candidates_dir, &candidates_set)?;
+    let rank_lists: Vec<RankList> = read_shard_set(&rank_lists_dir, &rank_set)?;
+    info!(candidates = candidates.len(), rank_lists = rank_lists.len(), "read the train candidates and rank lists");
+
+    let source_tokenizer =
+        TextTokenizer::from_file(&config.index.tokenizer, d.max_source_tokens)?.with_overlong(Overlong::Truncate);
+    let target_tokenizer =
+        TextTokenizer::from_file(&config.index.tokenizer, d.max_target_tokens)?.with_overlong(Overlong::Truncate);
+    let markers = Markers { pseudo_query: source_tokenizer.tokens(vec![PSEUDO_QUERY_MARK.to_string()])?.remove(0) };
+    let r = &config.retrieve;
+    let scoring = ScoringConfig {
+        smoothing: r.smoothing,
+        exponent: r.exponent,
+        coverage: r.coverage,
+        max_hits: r.max_hits,
+        candidates: r.candidates,
+    };
+    let prepared = DistillData::new(&queries, &corpus, &candidates, &rank_lists, &markers, &scoring, index.tokens, d)
+        .with_context(|| format!("cannot build stage-2 training data from {}", rank_lists_dir.display()))?;
+    let counts = prepared.counts.clone();
+    info!(
+        rank_lists = counts.queries,
+        kept = counts.kept,
+        no_positive = counts.no_positive,
+        too_few_negatives = counts.too_few_negatives,
+        already_separated = counts.already_separated,
+        margin = d.loss.margin,
+        step_margin = d.loss.step_margin,
+        loss = ?d.loss.kind,
+        "stage-2 training queries"
+    );
+    let out = config.job.stage2_dir();
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    write_atomic(&out.join("queries.json"), format!("{}\n", serde_json::to_string_pretty(&counts)?).as_bytes())?;
+
+    let device = Device::flex().autodiff();
+    device.seed(d.engine.seed);
+    let (model, model_config, _) = Bert2Bert::load(&student, &device)
+        .with_context(|| format!("cannot load the stage-1 student from {}", student.display()))?;
+    let mut objective = DistillObjective::new(
+        prepared,
+        &source_tokenizer,
+        &target_tokenizer,
+        model_config.pad_token_id,
+        index.tokens,
+        scoring,
+        d.clone(),
+    );
+    let manifest_sha = |dir: &Path, name: &str| -> anyhow::Result<String> { Ok(sha256_file(&dir.join(name))?.1) };
+    let identity = RunIdentity {
+        fingerprint: [
+            ("student".to_string(), student_sha256),
+            ("candidates".to_string(), manifest_sha(&candidates_dir, CANDIDATES_MANIFEST)?),
+            ("rank_lists".to_string(), manifest_sha(&rank_lists_dir, rank_lists::MANIFEST_FILE)?),
+            ("index".to_string(), index.index_sha256.clone()),
+            ("dataset".to_string(), manifest_sha(&data, dgr_core::import::MANIFEST_FILE)?),
+        ]
+        .into(),
+        settings: serde_json::to_value(d)?,
+    };
+    let setup = RunSetup { out_dir: &out, identity, fresh: args.fresh };
+    let bar = Bar::new();
+    bar.begin("train-distill", d.engine.steps, Unit::Items);
+    let trained = train(model, &model_config, &mut objective, &d.engine, &setup, |step, _| {
+        bar.advance(1);
+        log_step("train-distill", step, d.engine.steps);
+        Ok(())
+    })?;
+    bar.finish();
+    if let Some(step) = trained.resumed_from {
+        info!(step, "resumed from a checkpoint");
+    }
+    info!(out = %out.display(), "stage 2 done: weights/final, checkpoints/, train_log.jsonl, queries.json");
+    Ok(())
+}

@@ -1,0 +1,163 @@
+//! The file-level configuration: one section per setting group, each owned by the crate that
+//! uses it, layered by `dgr_core::config::load` (embedded defaults < `--config` file < `DGR_`
+//! environment < flags), then checked across sections.
+
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use dgr_core::config::{
+    Bm25Config, CoordinatorConfig, EvalConfig, IndexConfig, JobConfig, PrepareConfig, RetrieveConfig, TeacherConfig,
+    WorkerConfig,
+};
+use dgr_trainer::distill::DistillConfig;
+use dgr_trainer::engine::EngineConfig;
+use dgr_trainer::stage1::TrainGenConfig;
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub job: JobConfig,
+    pub prepare: PrepareConfig,
+    pub bm25: Bm25Config,
+    pub index: IndexConfig,
+    pub eval: EvalConfig,
+    pub train_gen: TrainGenConfig,
+    pub retrieve: RetrieveConfig,
+    pub teacher: TeacherConfig,
+    pub train_distill: DistillConfig,
+    pub coordinator: CoordinatorConfig,
+    pub worker: WorkerConfig,
+}
+
+/// Loads and checks the configuration.
+pub fn load(file: Option<&Path>, overrides: Figment) -> anyhow::Result<Config> {
+    let config: Config = dgr_core::config::load(file, overrides).context("cannot load configuration")?;
+    config.validate().context("invalid configuration")?;
+    Ok(config)
+}
+
+impl Config {
+    fn validate(&self) -> anyhow::Result<()> {
+        let split = self.prepare.split;
+        if u32::from(split.train) + u32::from(split.dev) + u32::from(split.test) != 100 {
+            bail!("prepare.split percentages must add up to 100");
+        }
+        if self.index.sample_rate == 0 {
+            bail!("index.sample_rate must be at least 1");
+        }
+        if self.bm25.top_k == 0 {
+            bail!("bm25.top_k must be at least 1");
+        }
+        let t = &self.train_gen;
+        validate_engine("train_gen", &t.engine)?;
+        if t.max_source_tokens < 3 || t.max_target_tokens < 3 {
+            bail!("train_gen.max_source_tokens and max_target_tokens must be at least 3");
+        }
+        let r = &self.retrieve;
+        if [r.beam, r.hits, r.candidates, r.shard_queries, r.batch_queries].contains(&0) || r.max_source_tokens < 3 {
+            bail!(
+                "retrieve.beam, hits, candidates, shard_queries and batch_queries must be at least 1, \
+                 max_source_tokens at least 3"
+            );
+        }
+        if !(0.0..=1.0).contains(&r.coverage) || r.smoothing <= 0.0 {
+            bail!("retrieve.coverage must lie in [0, 1] and retrieve.smoothing be positive");
+        }
+        let t = &self.teacher;
+        if [t.batch_size, t.depth, t.shard_queries].contains(&0) || t.max_tokens < 3 {
+            bail!("teacher.batch_size, depth and shard_queries must be at least 1, max_tokens at least 3");
+        }
+        let d = &self.train_distill;
+        validate_engine("train_distill", &d.engine)?;
+        if d.keys_per_passage == 0 || d.negative_pool < d.sampled_negatives {
+            bail!("train_distill.keys_per_passage must be at least 1 and negative_pool at least sampled_negatives");
+        }
+        if d.max_source_tokens < 3 || d.max_target_tokens < 3 {
+            bail!("train_distill.max_source_tokens and max_target_tokens must be at least 3");
+        }
+        if d.loss.student_temperature <= 0.0 || d.loss.teacher_temperature <= 0.0 {
+            bail!("train_distill.loss temperatures must be positive");
+        }
+        let c = &self.coordinator;
+        if !(c.heartbeat_seconds > 0.0 && c.lease_seconds > c.heartbeat_seconds) {
+            bail!("coordinator.heartbeat_seconds must be positive and below coordinator.lease_seconds");
+        }
+        if c.max_body_bytes < 1024 {
+            bail!("coordinator.max_body_bytes must be at least 1024");
+        }
+        if self.eval.recall_at.contains(&0) {
+            bail!("eval.recall_at cutoffs must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+fn validate_engine(section: &str, e: &EngineConfig) -> anyhow::Result<()> {
+    if e.steps == 0 || e.batch_size == 0 || e.accumulation == 0 || e.keep_checkpoints == 0 {
+        bail!("{section}.engine.steps, batch_size, accumulation and keep_checkpoints must be at least 1");
+    }
+    if e.learning_rate <= 0.0 {
+        bail!("{section}.engine.learning_rate must be positive");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    //! Configuration layering: embedded defaults < user TOML < DGR_ environment < flags.
+
+    use figment::Figment;
+
+    use super::load;
+
+    // Environment variables are process-wide: the cases run in one test, in order.
+    #[test]
+    fn layers_apply_in_order_and_unknown_keys_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+
+        let defaults = load(None, Figment::new()).unwrap();
+        assert_eq!(defaults.bm25.top_k, 100);
+        assert_eq!(defaults.prepare.format, dgr_core::import::DatasetFormat::WikiVital);
+
+        let user = dir.path().join("user.toml");
+        std::fs::write(&user, "[bm25]\ntop_k = 50\nthreads = 3\n").unwrap();
+        let config = load(Some(&user), Figment::new()).unwrap();
+        assert_eq!((config.bm25.top_k, config.bm25.threads), (50, 3));
+        assert_eq!(config.bm25.memory_mb, defaults.bm25.memory_mb, "untouched keys keep defaults");
+
+        // SAFETY: no other thread of this test binary reads the environment.
+        unsafe { std::env::set_var("DGR_BM25__TOP_K", "70") };
+        let config = load(Some(&user), Figment::new()).unwrap();
+        assert_eq!(config.bm25.top_k, 70, "environment beats the file");
+        let config = load(Some(&user), Figment::new().merge(("bm25.top_k", 90))).unwrap();
+        assert_eq!(config.bm25.top_k, 90, "flags beat the environment");
+        unsafe { std::env::remove_var("DGR_BM25__TOP_K") };
+
+        std::fs::write(&user, "[train_distill.loss]\nmargin = 3.0\n").unwrap();
+        let config = load(Some(&user), Figment::new()).unwrap();
+        assert_eq!(config.train_distill.loss.margin, 3.0, "a nested section's key");
+        assert_eq!(config.train_distill.loss.step_margin, defaults.train_distill.loss.step_margin);
+
+        std::fs::write(&user, "[bm25]\ntop_kk = 50\n").unwrap();
+        let err = format!("{:#}", load(Some(&user), Figment::new()).unwrap_err());
+        assert!(err.contains("top_kk"), "{err}");
+        assert!(err.contains("user.toml"), "{err}");
+
+        std::fs::write(&user, "[train_gen.engine]\nstepz = 5\n").unwrap();
+        let err = format!("{:#}", load(Some(&user), Figment::new()).unwrap_err());
+        assert!(err.contains("stepz") && err.contains("user.toml"), "{err}");
+
+        std::fs::write(&user, "[prepare]\nformat = \"trec-cd\"\n").unwrap();
+        let err = format!("{:#}", load(Some(&user), Figment::new()).unwrap_err());
+        assert!(err.contains("trec-cd") && err.contains("user.toml"), "{err}");
+
+        std::fs::write(&user, "[prepare.split]\ntrain = 90\ndev = 10\ntest = 10\n").unwrap();
+        let err = format!("{:#}", load(Some(&user), Figment::new()).unwrap_err());
+        assert!(err.contains("add up to 100"), "{err}");
+
+        let err = format!("{:#}", load(Some(&dir.path().join("missing.toml")), Figment::new()).unwrap_err());
+        assert!(err.contains("missing.toml"), "{err}");
+    }
+}

@@ -1,0 +1,520 @@
+//! Stage 2 (DGR, method §4–5): the student's own passage scores are trained to respect the
+//! teacher's order of its candidates.
+//!
+//! - [`DistillData`]: the training queries kept by the filter of §5 (a positive among the
+//!   teacher-ranked candidates, more than `min_negatives` negatives, and a stage-1 score of the
+//!   top positive not already a margin above the top negative), each with its positives, its
+//!   stage-1 top negative, a pool of negatives drawn once (seeded), and every passage's keys.
+//! - [`DistillObjective`]: per query and step, the lists `[pos0, n1..n4]` and `[posR, n1..n4]`
+//!   (`n1` the stage-1 top negative, three more drawn from the pool), the student's score of
+//!   each passage from its top `keys_per_passage` keys, the ranking loss of both lists
+//!   ([`crate::rank_loss`]) and `lambda` × the generation loss of pos0's title and a span of it.
+//!
+//! A passage's student score is what `dgr retrieve` gives it from the same keys (§4): every key
+//! is scored by teacher forcing under its own view's prompt, weighed by
+//! [`dgr_index::evidence::weight_and_slope`] (the function retrieval weighs keys with) and scaled
+//! by the coverage factor the passage gave it at retrieval (a constant here, as counts and N).
+//! The score is assembled as `Σ c_k (w_k + w'_k (lp_k - lp_k⁰))` at the current log-probs
+//! `lp_k⁰`: its value is exactly the retrieval score and its gradient exactly `Σ c_k w'_k ∂lp_k`.
+
+use std::collections::{BTreeMap, HashMap};
+
+use burn::tensor::{Tensor, TensorData};
+use dgr_core::candidates::QueryCandidates;
+use dgr_core::rank_lists::RankList;
+use dgr_core::views::View;
+use dgr_core::{Passage, Query};
+use dgr_index::evidence::{ScoringConfig, weight_and_slope};
+use dgr_model::bert2bert::Bert2Bert;
+use dgr_model::seq2seq::{Encoded as EncodedSource, EncoderDecoder, Source, token_cross_entropy};
+use dgr_model::tokenizer::{TextTokenizer, batch};
+use rand::Rng;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand::seq::index::sample;
+use serde::{Deserialize, Serialize};
+
+use crate::engine::{Loss, Objective, TrainError};
+use crate::pairs::{PairConfig, sample_spans};
+use crate::rank_loss::{RankLossConfig, list_loss};
+
+/// How pseudo-query keys count in a passage's student score.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PseudoQueryKeys {
+    /// Teacher-forced under the pseudo-query prompt, like every other view.
+    Score,
+    /// Left out of the score.
+    Skip,
+}
+
+/// Stage 2 (`dgr train-distill`, `[train_distill]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DistillConfig {
+    /// The stage-1 student (a BERT2BERT directory). Empty: the job's `stage1/weights/final`.
+    pub student: std::path::PathBuf,
+    /// Weight of the generation loss (λ).
+    pub lambda: f64,
+    /// A passage's score counts its best keys, this many at most.
+    pub keys_per_passage: usize,
+    /// Queries need more negatives than this among their teacher-ranked candidates.
+    pub min_negatives: usize,
+    /// Negatives drawn once per query; each step takes `sampled_negatives` of them.
+    pub negative_pool: usize,
+    pub sampled_negatives: usize,
+    pub pseudo_query_keys: PseudoQueryKeys,
+    pub label_smoothing: f64,
+    /// Words of the body span whose generation loss is added.
+    pub span_words: usize,
+    /// Train on at most this many of the kept queries (0 = all).
+    pub max_queries: usize,
+    pub max_source_tokens: usize,
+    pub max_target_tokens: usize,
+    pub loss: RankLossConfig,
+    pub engine: crate::engine::EngineConfig,
+}
+
+/// A key of a passage with what its weight needs besides the student's log-probability.
+#[derive(Debug, Clone, PartialEq)]
+struct PassageKey {
+    /// Index into the query's keys.
+    key: usize,
+    /// The coverage factor the key had in this passage at retrieval.
+    coverage: f64,
+}
+
+/// A key of a query, ready to teacher-force.
+#[derive(Debug, Clone, PartialEq)]
+struct QueryKey {
+    /// The tokens the student generates (markers forced at decoding left out).
+    tokens: Vec<u32>,
+    view: View,
+    count: u64,
+    /// 1 for unigram keys (their weight is the clamped log-odds), else the configured power.
+    exponent: f64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct DistillPassage {
+    teacher_score: f64,
+    keys: Vec<PassageKey>,
+}
+
+/// One kept training query.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DistillQuery {
+    pub query_id: String,
+    text: String,
+    keys: Vec<QueryKey>,
+    /// Positives in candidate order, pos0 first.
+    positives: Vec<DistillPassage>,
+    /// The stage-1 top negative.
+    top_negative: DistillPassage,
+    /// The negatives drawn once (the pool).
+    pool: Vec<DistillPassage>,
+    /// pos0's title and text (generation targets).
+    title: String,
+    body: String,
+}
+
+/// Why queries were left out, for the report.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct FilterCounts {
+    pub queries: usize,
+    pub kept: usize,
+    pub no_positive: usize,
+    pub too_few_negatives: usize,
+    /// Stage 1 already puts pos0 a margin above the top negative.
+    pub already_separated: usize,
+}
+
+/// The stage-2 training queries.
+#[derive(Debug, Clone)]
+pub struct DistillData {
+    pub queries: Vec<DistillQuery>,
+    pub counts: FilterCounts,
+}
+
+/// Token ids behind the markers of the index layout.
+#[derive(Debug, Clone)]
+pub struct Markers {
+    /// `||`, forced before pseudo-query keys at decoding.
+    pub pseudo_query: Vec<u32>,
+}
+
+impl DistillData {
+    /// Joins rank lists (teacher order, labels) with candidates (keys) and the dataset (texts)
+    /// and keeps the queries §5 trains on. Rank lists must come from these candidates: every
+    /// ranked passage must be a candidate of its query.
+    pub fn new(
+        queries: &[Query],
+        corpus: &[Passage],
+        candidates: &[QueryCandidates],
+        rank_lists: &[RankList],
+        markers: &Markers,
+        scoring: &ScoringConfig,
+        total_tokens: u64,
+        settings: &DistillConfig,
+    ) -> Result<Self, TrainError> {
+        let queries: HashMap<&str, &Query> = queries.iter().map(|q| (q.id.as_str(), q)).collect();
+        let passages: HashMap<&str, &Passage> = corpus.iter().map(|p| (p.id.as_str(), p)).collect();
+        let by_query: HashMap<&str, &QueryCandidates> = candidates.iter().map(|c| (c.query_id.as_str(), c)).collect();
+        let mut counts = FilterCounts { queries: rank_lists.len(), ..FilterCounts::default() };
+        let mut kept = Vec::new();
+        for (row, list) in rank_lists.iter().enumerate() {
+            let Some(found) = by_query.get(list.query_id.as_str()) else {
+                return Err(TrainError::Input(format!(
+                    "rank list {row} (query {}) has no candidates: the rank lists were made from other candidates",
+                    list.query_id
+                )));
+            };
+            let query = queries.get(list.query_id.as_str()).ok_or_else(|| {
+                TrainError::Input(format!("query {} of the rank lists is not a train query of the dataset", list.query_id))
+            })?;
+            let positives: Vec<usize> = (0..list.passage_ids.len()).filter(|&i| list.labels[i] > 0).collect();
+            let negatives: Vec<usize> = (0..list.passage_ids.len()).filter(|&i| list.labels[i] <= 0).collect();
+            if positives.is_empty() {
+                counts.no_positive += 1;
+                continue;
+            }
+            if negatives.len() <= settings.min_negatives {
+                counts.too_few_negatives += 1;
+                continue;
+            }
+            let (pos0, neg0) = (positives[0], negatives[0]);
+            if list.candidate_scores[pos0] >= list.candidate_scores[neg0] + settings.loss.margin {
+                counts.already_separated += 1;
+                continue;
+            }
+            let keys = query_keys(found, markers, scoring, total_tokens)?;
+            let passage = |i: usize| distill_passage(found, list, i, &keys, settings.keys_per_passage);
+            let others: Vec<usize> = negatives[1..].to_vec();
+            let mut rng = StdRng::seed_from_u64(settings.engine.seed ^ (row as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let pool_size = settings.negative_pool.min(others.len());
+            let mut pool: Vec<usize> = sample(&mut rng, others.len(), pool_size).into_iter().map(|i| others[i]).collect();
+            pool.sort_unstable();
+            let Some(target) = passages.get(list.passage_ids[pos0].as_str()) else {
+                return Err(TrainError::Input(format!(
+                    "passage {} (a positive of query {}) is not in the corpus",
+                    list.passage_ids[pos0], list.query_id
+                )));
+            };
+            kept.push(DistillQuery {
+                query_id: list.query_id.clone(),
+                text: query.text.clone(),
+                positives: positives.iter().map(|&i| passage(i)).collect::<Result<_, _>>()?,
+                top_negative: passage(neg0)?,
+                pool: pool.iter().map(|&i| passage(i)).collect::<Result<_, _>>()?,
+                keys,
+                title: target.title.clone(),
+                body: target.text.clone(),
+            });
+            if settings.max_queries > 0 && kept.len() == settings.max_queries {
+                break;
+            }
+        }
+        counts.kept = kept.len();
+        if kept.is_empty() {
+            return Err(TrainError::NoData(format!(
+                "no training query passes the stage-2 filter ({} rank lists: {} without a positive among the ranked \
+                 candidates, {} with {} negatives or fewer, {} already separated by stage 1)",
+                counts.queries, counts.no_positive, counts.too_few_negatives, settings.min_negatives, counts.already_separated
+            )));
+        }
+        Ok(DistillData { queries: kept, counts })
+    }
+}
+
+/// The query's keys with the view each is scored under; checks that the stored weights are the
+/// ones `scoring` gives (the candidates were weighed with the same settings).
+fn query_keys(
+    candidates: &QueryCandidates,
+    markers: &Markers,
+    scoring: &ScoringConfig,
+    total_tokens: u64,
+) -> Result<Vec<QueryKey>, TrainError> {
+    let mut keys = Vec::with_capacity(candidates.keys.len());
+    for key in &candidates.keys {
+        let (view, exponent) = match key.source.as_str() {
+            "title" => (View::Title, scoring.exponent),
+            "body" | "query-span" => (View::Body, scoring.exponent),
+            "unigram" => (View::Body, 1.0),
+            "pseudo-query" => (View::PseudoQuery, scoring.exponent),
+            other => {
+                return Err(TrainError::Input(format!(
+                    "query {}: key source `{other}` is not one retrieval writes",
+                    candidates.query_id
+                )));
+            }
+        };
+        let tokens = match view {
+            View::PseudoQuery => key.tokens.strip_prefix(markers.pseudo_query.as_slice()).unwrap_or(&key.tokens).to_vec(),
+            _ => key.tokens.clone(),
+        };
+        let (weight, _) = weight_and_slope(key.log_prob, key.count, total_tokens, scoring.smoothing, exponent);
+        if (weight - key.weight).abs() > 1e-6 * key.weight.abs().max(1.0) {
+            return Err(TrainError::Input(format!(
+                "query {}: a {} key weighs {} in the candidates but {weight} with the retrieve settings and index \
+                 given (smoothing {}, exponent {}, N {total_tokens}): the candidates were made with other settings \
+                 or another index",
+                candidates.query_id, key.source, key.weight, scoring.smoothing, scoring.exponent
+            )));
+        }
+        keys.push(QueryKey { tokens, view, count: key.count, exponent });
+    }
+    Ok(keys)
+}
+
+/// A ranked passage with its top keys by what they added to its retrieval score.
+fn distill_passage(
+    candidates: &QueryCandidates,
+    list: &RankList,
+    index: usize,
+    keys: &[QueryKey],
+    keys_per_passage: usize,
+) -> Result<DistillPassage, TrainError> {
+    let id = &list.passage_ids[index];
+    let Some(at) = candidates.passage_ids.iter().position(|p| p == id) else {
+        return Err(TrainError::Input(format!(
+            "query {}: ranked passage {id} is not among its candidates (the rank lists were made from other candidates)",
+            list.query_id
+        )));
+    };
+    let mut found: Vec<(usize, f64, f64)> = candidates.passage_keys[at]
+        .iter()
+        .zip(&candidates.passage_key_scores[at])
+        .filter_map(|(&k, &score)| {
+            let stored = candidates.keys.get(k as usize)?;
+            (stored.weight > 0.0).then(|| (k as usize, score, score / stored.weight))
+        })
+        .collect();
+    found.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    found.truncate(keys_per_passage);
+    let keys_here = found
+        .into_iter()
+        .filter(|(k, _, _)| !keys[*k].tokens.is_empty())
+        .map(|(key, _, coverage)| PassageKey { key, coverage })
+        .collect();
+    Ok(DistillPassage { teacher_score: list.teacher_scores[index], keys: keys_here })
+}
+
+/// The stage-2 loss on the engine.
+pub struct DistillObjective<'a> {
+    data: DistillData,
+    source_tokenizer: &'a TextTokenizer,
+    target_tokenizer: &'a TextTokenizer,
+    pad: u32,
+    total_tokens: u64,
+    scoring: ScoringConfig,
+    settings: DistillConfig,
+}
+
+impl<'a> DistillObjective<'a> {
+    pub fn new(
+        data: DistillData,
+        source_tokenizer: &'a TextTokenizer,
+        target_tokenizer: &'a TextTokenizer,
+        pad: u32,
+        total_tokens: u64,
+        scoring: ScoringConfig,
+        settings: DistillConfig,
+    ) -> Self {
+        DistillObjective { data, source_tokenizer, target_tokenizer, pad, total_tokens, scoring, settings }
+    }
+}
+
+/// A sampled list and its ranking loss, before averaging.
+struct QueryLoss {
+    loss: Tensor<1>,
+    rank: f64,
+    generation: f64,
+    violated: usize,
+    lists_without_violation: usize,
+    pairs: usize,
+    agreeing: usize,
+}
+
+impl Objective for DistillObjective<'_> {
+    fn examples(&self) -> usize {
+        self.data.queries.len()
+    }
+
+    fn loss(&mut self, model: &Bert2Bert, items: &[usize], rng: &mut StdRng) -> Result<Loss, TrainError> {
+        let mut losses = Vec::with_capacity(items.len());
+        for &item in items {
+            losses.push(self.query_loss(model, item, rng)?);
+        }
+        let n = losses.len().max(1) as f64;
+        let total = losses.iter().map(|l| l.loss.clone()).reduce(|a, b| a + b).ok_or_else(|| {
+            TrainError::NoData("an empty batch".into())
+        })? / n;
+        let sum = |f: fn(&QueryLoss) -> f64| losses.iter().map(f).sum::<f64>();
+        let pairs = sum(|l| l.pairs as f64);
+        let measures = BTreeMap::from([
+            ("rank_loss", sum(|l| l.rank) / n),
+            ("generation_loss", sum(|l| l.generation) / n),
+            ("violated_pairs", sum(|l| l.violated as f64) / n),
+            ("lists_without_violation", sum(|l| l.lists_without_violation as f64)),
+            ("agreement", if pairs > 0.0 { sum(|l| l.agreeing as f64) / pairs } else { 1.0 }),
+        ]);
+        Ok(Loss { loss: total, measures })
+    }
+}
+
+impl DistillObjective<'_> {
+    fn query_loss(&self, model: &Bert2Bert, item: usize, rng: &mut StdRng) -> Result<QueryLoss, TrainError> {
+        let query = &self.data.queries[item];
+        let settings = &self.settings;
+        let device = model.encoder.embeddings.word_embeddings.weight.val().device();
+
+        // The lists: [pos0, negatives] and [posR, negatives], negatives = the stage-1 top one
+        // and `sampled_negatives` of the pool.
+        let pos_r = rng.random_range(0..query.positives.len());
+        let drawn = sample(rng, query.pool.len(), settings.sampled_negatives.min(query.pool.len())).into_vec();
+        let mut negatives: Vec<&DistillPassage> = vec![&query.top_negative];
+        negatives.extend(drawn.iter().map(|&i| &query.pool[i]));
+        let span = sample_spans(
+            &query.body,
+            &query.text,
+            1,
+            &PairConfig { span_words: settings.span_words, ..PairConfig::default() },
+            rng,
+        );
+
+        // One encoder pass over the query under each prompt.
+        let views = [View::Title, View::Body, View::PseudoQuery];
+        let sources = views
+            .iter()
+            .map(|v| self.source_tokenizer.encode(&v.source(&query.text)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let input = batch(&sources, &device);
+        let encoded = model.encode(&Source { ids: input.input_ids, mask: input.attention_mask });
+        let row = |r: usize| EncodedSource {
+            states: encoded.states.clone().slice(r..r + 1),
+            mask: encoded.mask.clone().slice(r..r + 1),
+        };
+
+        // Student scores of the distinct passages of both lists.
+        let mut passages: Vec<&DistillPassage> = vec![&query.positives[0]];
+        if pos_r != 0 {
+            passages.push(&query.positives[pos_r]);
+        }
+        passages.extend(negatives.iter().copied());
+        let scores = self.passage_scores(model, query, &passages, &row)?;
+        let count = passages.len();
+        let pick = |indices: &[usize]| {
+            let index: Vec<i64> = indices.iter().map(|&i| i as i64).collect();
+            let n = index.len();
+            scores.clone().select(0, Tensor::from_data(TensorData::new(index, [n]), &device))
+        };
+        let negatives_at: Vec<usize> = (count - negatives.len()..count).collect();
+        let mut rank = None;
+        let (mut violated, mut clean, mut pairs, mut agreeing) = (0, 0, 0, 0);
+        for positive_at in [0, if pos_r != 0 { 1 } else { 0 }] {
+            let indices: Vec<usize> = std::iter::once(positive_at).chain(negatives_at.iter().copied()).collect();
+            let teacher: Vec<f64> = indices.iter().map(|&i| passages[i].teacher_score).collect();
+            let list = list_loss(pick(&indices), &teacher, 0, &settings.loss);
+            violated += list.violated;
+            clean += usize::from(list.violated == 0);
+            pairs += list.pairs;
+            agreeing += list.agreeing;
+            let half = list.loss * 0.5;
+            rank = Some(match rank {
+                Some(sum) => sum + half,
+                None => half,
+            });
+        }
+        let rank = rank.ok_or_else(|| TrainError::NoData("no list".into()))?;
+
+        // Generation loss of pos0's title (title prompt) and a span of its text (body prompt).
+        let mut generation: Option<Tensor<1>> = None;
+        for (view_row, target) in [(0usize, format!("{} {}", query.title.trim(), dgr_core::views::END_MARK)), (1, span.into_iter().next().unwrap_or_default())] {
+            if target.trim().is_empty() || (view_row == 0 && query.title.trim().is_empty()) {
+                continue;
+            }
+            let labels: Vec<i64> = self.target_tokenizer.encode(&target)?.ids.iter().skip(1).map(|&t| i64::from(t)).collect();
+            let labels = vec![labels];
+            let decoder_ids = model.shift_right(&labels, self.pad, &device);
+            let logits = model.decode(&row(view_row), decoder_ids);
+            let ce = token_cross_entropy(logits, &labels, settings.label_smoothing).loss * 0.5;
+            generation = Some(match generation {
+                Some(sum) => sum + ce,
+                None => ce,
+            });
+        }
+        let rank_value = f64::from(rank.clone().detach().into_scalar::<f32>());
+        let (loss, generation_value) = match generation {
+            Some(generation) => {
+                let value = f64::from(generation.clone().detach().into_scalar::<f32>());
+                (rank + generation * settings.lambda, value)
+            }
+            None => (rank, 0.0),
+        };
+        Ok(QueryLoss {
+            loss,
+            rank: rank_value,
+            generation: generation_value,
+            violated,
+            lists_without_violation: clean,
+            pairs,
+            agreeing,
+        })
+    }
+
+    /// `[passages]`: each passage's student score from its keys (see the module documentation).
+    fn passage_scores(
+        &self,
+        model: &Bert2Bert,
+        query: &DistillQuery,
+        passages: &[&DistillPassage],
+        row: &dyn Fn(usize) -> EncodedSource,
+    ) -> Result<Tensor<1>, TrainError> {
+        let device = model.encoder.embeddings.word_embeddings.weight.val().device();
+        // The keys these passages use, grouped by the view they are scored under.
+        let mut used: Vec<usize> = passages.iter().flat_map(|p| p.keys.iter().map(|k| k.key)).collect();
+        used.sort_unstable();
+        used.dedup();
+        if self.settings.pseudo_query_keys == PseudoQueryKeys::Skip {
+            used.retain(|&k| query.keys[k].view != View::PseudoQuery);
+        }
+        let mut log_probs: Vec<Tensor<1>> = Vec::new();
+        let mut order: Vec<usize> = Vec::new();
+        for (view_row, view) in [View::Title, View::Body, View::PseudoQuery].into_iter().enumerate() {
+            let keys: Vec<usize> = used.iter().copied().filter(|&k| query.keys[k].view == view).collect();
+            if keys.is_empty() {
+                continue;
+            }
+            let tokens: Vec<Vec<u32>> = keys.iter().map(|&k| query.keys[k].tokens.clone()).collect();
+            log_probs.push(model.score_keys_packed(&row(view_row), &tokens));
+            order.extend(keys);
+        }
+        let count = passages.len();
+        if order.is_empty() {
+            return Ok(Tensor::zeros([count], &device));
+        }
+        let log_probs = Tensor::cat(log_probs, 0);
+        let values = log_probs.clone().detach().into_data().convert::<f32>().try_into_vec::<f32>().map_err(|e| {
+            TrainError::Input(format!("cannot read key scores back: {e:?}"))
+        })?;
+        let position: HashMap<usize, usize> = order.iter().enumerate().map(|(i, &k)| (k, i)).collect();
+        let keys = order.len();
+        let mut slopes = vec![0f32; count * keys];
+        let mut offsets = vec![0f32; count];
+        for (p, passage) in passages.iter().enumerate() {
+            let mut offset = 0.0;
+            for key in &passage.keys {
+                let Some(&i) = position.get(&key.key) else { continue };
+                let k = &query.keys[key.key];
+                let lp = f64::from(values[i]);
+                let (weight, slope) = weight_and_slope(lp, k.count, self.total_tokens, self.scoring.smoothing, k.exponent);
+                slopes[p * keys + i] += (key.coverage * slope) as f32;
+                offset += key.coverage * (weight - slope * lp);
+            }
+            offsets[p] = offset as f32;
+        }
+        let slopes = Tensor::<2>::from_data(TensorData::new(slopes, [count, keys]), &device);
+        let offsets = Tensor::<1>::from_data(TensorData::new(offsets, [count]), &device);
+        Ok(slopes.matmul(log_probs.reshape([keys, 1])).reshape([count]) + offsets)
+    }
+}

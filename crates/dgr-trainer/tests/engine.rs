@@ -1,0 +1,218 @@
+//! The training engine: stage 1 learns on real pairs, a run stopped after a checkpoint and
+//! resumed ends with the weights of an uninterrupted run (bit for bit, on CPU), and damaged,
+//! foreign or mis-shaped checkpoints are skipped or refused as documented.
+
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use burn::tensor::Device;
+use dgr_core::Passage;
+use dgr_core::arrow_file::read_records;
+use dgr_core::import::{DatasetFormat, ImportOptions, import};
+use dgr_core::progress::NoProgress;
+use dgr_model::bert::BertConfig;
+use dgr_model::bert2bert::{Bert2Bert, Bert2BertConfig};
+use dgr_model::tokenizer::TextTokenizer;
+use dgr_trainer::checkpoint::{CheckpointError, RunIdentity};
+use dgr_trainer::engine::{EngineConfig, RunSetup, StepLog, TrainError, Trained, learning_rate, train};
+use dgr_trainer::pairs::{PairConfig, build_pairs};
+use dgr_trainer::stage1::GenerationObjective;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Fresh weights come from the device's generator, which every test thread shares.
+static SEEDED_INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+struct Materialise;
+
+impl burn::module::ModuleVisitor for Materialise {
+    fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<burn::tensor::Tensor<D>>) {
+        let _ = param.val();
+    }
+}
+
+/// A small BERT2BERT on MiniLM's vocabulary with fresh weights (fast to train and save).
+fn tiny_student(hidden: usize, seed: u64) -> (Bert2Bert, Bert2BertConfig) {
+    let minilm = root().join("assets/minilm");
+    assert!(minilm.join("config.json").is_file(), "MiniLM missing: run scripts/fetch-assets.sh");
+    let bert = BertConfig {
+        hidden_size: hidden,
+        num_hidden_layers: 1,
+        num_attention_heads: 2,
+        intermediate_size: 2 * hidden,
+        ..BertConfig::from_file(&minilm.join("config.json")).unwrap()
+    };
+    let config = Bert2BertConfig { encoder: bert.clone(), decoder: bert, decoder_start_token_id: 101, pad_token_id: 0 };
+    let device = Device::flex().autodiff();
+    let _only_this_thread = SEEDED_INIT.lock().unwrap_or_else(|e| e.into_inner());
+    device.seed(seed);
+    let model = config.init(&device);
+    model.visit(&mut Materialise); // parameters draw their values lazily, at first use
+    (model, config)
+}
+
+struct Fixture {
+    _tmp: tempfile::TempDir,
+    pairs: Vec<dgr_trainer::pairs::TrainingPair>,
+    source: TextTokenizer,
+    target: TextTokenizer,
+}
+
+fn fixture() -> Fixture {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let input = root().join("tests/fixtures/wiki-vital/summaries_subset.json");
+    import(DatasetFormat::WikiVital, &input, &data, &ImportOptions::default(), &NoProgress).unwrap();
+    let corpus: Vec<Passage> = read_records(&data.join("corpus.arrow")).unwrap();
+    let config = PairConfig { titles: 1, spans: 1, unsupervised: true, span_pairs: 1, title_span_pairs: 1, ..PairConfig::default() };
+    let (pairs, _) = build_pairs(&corpus, [], &config);
+    let tokenizer = root().join("assets/minilm/tokenizer.json");
+    Fixture {
+        _tmp: tmp,
+        pairs,
+        source: TextTokenizer::from_file(&tokenizer, 32).unwrap(),
+        target: TextTokenizer::from_file(&tokenizer, 16).unwrap(),
+    }
+}
+
+fn engine(steps: u64) -> EngineConfig {
+    EngineConfig {
+        steps,
+        batch_size: 4,
+        accumulation: 2,
+        learning_rate: 1e-3,
+        warmup_steps: 2,
+        weight_decay: 0.01,
+        clip_norm: 1.0,
+        checkpoint_every: 2,
+        keep_checkpoints: 2,
+        seed: 7,
+    }
+}
+
+fn identity(input: &str) -> RunIdentity {
+    RunIdentity { fingerprint: [("pairs".to_string(), input.to_string())].into(), settings: serde_json::json!({"a": 1}) }
+}
+
+/// Trains from a fresh tiny student (seeded `seed`); `stop_after` makes the run fail after that
+/// step, as a killed process would stop.
+fn run(
+    f: &Fixture,
+    dir: &Path,
+    config: &EngineConfig,
+    seed: u64,
+    stop_after: Option<u64>,
+) -> (Result<Trained, TrainError>, Vec<StepLog>) {
+    let (model, model_config) = tiny_student(32, seed);
+    let mut objective = GenerationObjective::new(&f.pairs, &f.source, &f.target, 0, 0.1).unwrap();
+    let setup = RunSetup { out_dir: dir, identity: identity("wiki-vital"), fresh: false };
+    let mut seen = Vec::new();
+    let result = train(model, &model_config, &mut objective, config, &setup, |step, _| {
+        seen.push(step.clone());
+        match stop_after {
+            Some(last) if step.step == last => Err(TrainError::Input("stopped".into())),
+            _ => Ok(()),
+        }
+    });
+    (result, seen)
+}
+
+fn final_weights(dir: &Path) -> Vec<u8> {
+    std::fs::read(dir.join("weights/final/model.safetensors")).unwrap()
+}
+
+#[test]
+fn the_schedule_warms_up_then_decays_to_zero() {
+    let c = EngineConfig { steps: 10, warmup_steps: 4, learning_rate: 1.0, ..engine(10) };
+    let rates: Vec<f64> = (0..10).map(|s| learning_rate(s, &c)).collect();
+    assert_eq!(&rates[..4], &[0.25, 0.5, 0.75, 1.0]);
+    assert!(rates[4..].windows(2).all(|w| w[1] < w[0]), "{rates:?}");
+    assert!((rates[9] - 1.0 / 6.0).abs() < 1e-12, "{rates:?}");
+}
+
+#[test]
+fn a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one() {
+    let f = fixture();
+    let tmp = tempfile::tempdir().unwrap();
+    let (straight, interrupted) = (tmp.path().join("straight"), tmp.path().join("interrupted"));
+
+    let (result, steps) = run(&f, &straight, &engine(6), 1, None);
+    assert!(result.unwrap().resumed_from.is_none());
+    assert_eq!(steps.len(), 6);
+    assert!(steps.iter().all(|s| s.loss.is_finite() && s.grad_norm > 0.0 && s.measures.contains_key("nll")));
+    let names: Vec<String> = std::fs::read_dir(straight.join("checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("step-"))
+        .collect();
+    assert_eq!(names.len(), 2, "keep_checkpoints = 2: {names:?}");
+    assert_eq!(std::fs::read_to_string(straight.join("checkpoints/latest")).unwrap(), "step-0000006\n");
+
+    // Stopped after step 5 (checkpoint 4 is the newest), then resumed from another initial model.
+    let (result, _) = run(&f, &interrupted, &engine(6), 1, Some(5));
+    assert!(result.is_err());
+    let log = std::fs::read_to_string(interrupted.join("train_log.jsonl")).unwrap();
+    assert_eq!(log.lines().count(), 5);
+    let (result, steps) = run(&f, &interrupted, &engine(6), 99, None);
+    assert_eq!(result.unwrap().resumed_from, Some(4));
+    assert_eq!(steps.iter().map(|s| s.step).collect::<Vec<_>>(), vec![5, 6]);
+    assert_eq!(final_weights(&straight), final_weights(&interrupted), "weights differ after resuming");
+    let log_lines = |dir: &Path| -> Vec<serde_json::Value> {
+        let text = std::fs::read_to_string(dir.join("train_log.jsonl")).unwrap();
+        text.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()).collect()
+    };
+    let (a, b) = (log_lines(&straight), log_lines(&interrupted));
+    assert_eq!(b.len(), 6, "the log holds each step once");
+    for (a, b) in a.iter().zip(&b) {
+        assert_eq!((&a["step"], &a["loss"], &a["grad_norm"]), (&b["step"], &b["loss"], &b["grad_norm"]));
+    }
+
+    // The optimiser state came back too: one more step from each run's last checkpoint agrees.
+    let (result, _) = run(&f, &straight, &engine(7), 3, None);
+    assert_eq!(result.unwrap().resumed_from, Some(6));
+    let (result, _) = run(&f, &interrupted, &engine(7), 4, None);
+    assert_eq!(result.unwrap().resumed_from, Some(6));
+    assert_eq!(final_weights(&straight), final_weights(&interrupted), "moments differ after resuming");
+
+    // A damaged newest checkpoint is skipped for the one before it; a missing file too.
+    let newest = interrupted.join("checkpoints/step-0000007");
+    let optimizer = newest.join("optimizer.bpk");
+    let mut bytes = std::fs::read(&optimizer).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    std::fs::write(&optimizer, bytes).unwrap();
+    let (result, _) = run(&f, &interrupted, &engine(7), 5, None);
+    assert_eq!(result.unwrap().resumed_from, Some(6), "the flipped byte is detected");
+    std::fs::remove_file(interrupted.join("checkpoints/step-0000007/model/model.safetensors")).unwrap();
+    let (result, _) = run(&f, &interrupted, &engine(7), 5, None);
+    assert_eq!(result.unwrap().resumed_from, Some(6), "the missing file is detected");
+}
+
+#[test]
+fn checkpoints_of_other_inputs_or_another_model_are_refused() {
+    let f = fixture();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("run");
+    run(&f, &dir, &engine(2), 1, None).0.unwrap();
+
+    let mut objective = GenerationObjective::new(&f.pairs, &f.source, &f.target, 0, 0.1).unwrap();
+    let (model, model_config) = tiny_student(32, 1);
+    let setup = RunSetup { out_dir: &dir, identity: identity("msmarco"), fresh: false };
+    let error = train(model, &model_config, &mut objective, &engine(4), &setup, |_, _| Ok(())).err().unwrap();
+    let message = error.to_string();
+    assert!(matches!(error, TrainError::Checkpoint(CheckpointError::Mismatch { .. })), "{message}");
+    assert!(message.contains("input `pairs` was wiki-vital and is now msmarco"), "{message}");
+
+    let (wider, wider_config) = tiny_student(64, 1);
+    let setup = RunSetup { out_dir: &dir, identity: identity("wiki-vital"), fresh: false };
+    let message = train(wider, &wider_config, &mut objective, &engine(4), &setup, |_, _| Ok(())).err().unwrap().to_string();
+    assert!(message.contains("has shape") && message.contains("--fresh"), "{message}");
+
+    // --fresh starts over.
+    let (model, model_config) = tiny_student(64, 1);
+    let setup = RunSetup { out_dir: &dir, identity: identity("wiki-vital"), fresh: true };
+    let trained = train(model, &model_config, &mut objective, &engine(2), &setup, |_, _| Ok(())).unwrap();
+    assert!(trained.resumed_from.is_none());
+}

@@ -1,0 +1,169 @@
+//! The whole DGR chain through the `dgr` binary on the wiki-vital fixture: stage 1 → retrieve
+//! (train) → teacher → stage 2 → retrieve (dev) with the distilled student. Stage 2 is killed
+//! (SIGKILL) after a checkpoint and rerun: it resumes and ends with the weights of an
+//! uninterrupted run. Bad inputs are refused with messages that say what to do, and nothing is
+//! written half.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use burn::tensor::Device;
+use dgr_model::bert::BertConfig;
+use dgr_model::bert2bert::Bert2BertConfig;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn command(dir: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_dgr"));
+    command.args(["--config", "job.toml"]).args(args).current_dir(dir).env_remove("RUST_LOG").env("NO_COLOR", "1");
+    command
+}
+
+fn output(dir: &Path, args: &[&str]) -> Output {
+    command(dir, args).output().unwrap()
+}
+
+fn ok(dir: &Path, args: &[&str]) -> String {
+    let out = output(dir, args);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "dgr {args:?} failed:\n{stderr}");
+    stderr
+}
+
+fn fails(dir: &Path, args: &[&str]) -> String {
+    let out = output(dir, args);
+    assert_eq!(out.status.code(), Some(1), "dgr {args:?} should fail");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// A small BERT2BERT on MiniLM's vocabulary with fresh weights, saved where `train_gen.init`
+/// can continue it: stage 1 and 2 run in seconds and their checkpoints are small.
+fn tiny_student(dir: &Path) {
+    let minilm = root().join("assets/minilm");
+    assert!(minilm.join("config.json").is_file(), "MiniLM missing: run scripts/fetch-assets.sh");
+    let bert = BertConfig {
+        hidden_size: 64,
+        num_hidden_layers: 2,
+        num_attention_heads: 2,
+        intermediate_size: 128,
+        ..BertConfig::from_file(&minilm.join("config.json")).unwrap()
+    };
+    let config = Bert2BertConfig { encoder: bert.clone(), decoder: bert, decoder_start_token_id: 101, pad_token_id: 0 };
+    let device = Device::flex();
+    device.seed(3);
+    config.init(&device).save(dir, &config).unwrap();
+}
+
+fn stage2_steps(dir: &Path) -> Vec<serde_json::Value> {
+    let log = std::fs::read_to_string(dir.join("job/stage2/train_log.jsonl")).unwrap();
+    log.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+#[test]
+fn stage_two_trains_on_retrieved_candidates_resumes_after_kill_and_refuses_bad_inputs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let minilm = root().join("assets/minilm");
+    tiny_student(&t.join("tiny"));
+    let config = format!(
+        "[job]\ndir = \"job\"\n\
+         [prepare]\ninput = {input:?}\nsplit = {{ train = 60, dev = 40, test = 0 }}\n\
+         [index]\ntokenizer = {tokenizer:?}\nsample_rate = 4\n\
+         [train_gen]\ninit = {tiny:?}\ntokenizer = {tokenizer:?}\nlabel_smoothing = 0.0\n\
+         engine = {{ steps = 80, batch_size = 16, learning_rate = 3e-3, warmup_steps = 5, checkpoint_every = 0 }}\n\
+         [retrieve]\nbeam = 5\nhits = 40\nbody_tokens = 4\ntitle_tokens = 12\nshard_queries = 8\nbatch_queries = 4\n\
+         [teacher]\nmodel = {minilm:?}\ncandidates = \"gr\"\ndepth = 40\nshard_queries = 8\n\
+         [train_distill]\nmin_negatives = 4\nnegative_pool = 6\nlambda = 1.0\n\
+         loss = {{ margin = 1e9 }}\n\
+         engine = {{ steps = 12, batch_size = 2, learning_rate = 1e-3, warmup_steps = 2, checkpoint_every = 3 }}\n",
+        input = s(&root().join("tests/fixtures/wiki-vital/summaries_subset.json")),
+        tokenizer = s(&minilm.join("tokenizer.json")),
+        tiny = s(&t.join("tiny")),
+        minilm = s(&minilm),
+    );
+    std::fs::write(t.join("job.toml"), config).unwrap();
+    ok(t, &["prepare"]);
+    ok(t, &["index", "build"]);
+    ok(t, &["train-gen"]);
+
+    // Stage 2 needs the train candidates first, and says how to make them.
+    let stderr = fails(t, &["train-distill"]);
+    assert!(stderr.contains("dgr retrieve --split train"), "{stderr}");
+    ok(t, &["retrieve", "--split", "train"]);
+    let stderr = fails(t, &["train-distill"]);
+    assert!(stderr.contains("dgr teacher score"), "{stderr}");
+    ok(t, &["teacher", "score", "--split", "train"]);
+
+    // Candidates of another split or another student, or a filter nothing passes: refused,
+    // nothing written.
+    let manifest = t.join("job/candidates/train/candidates.json");
+    let original = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(&manifest, original.replace("\"split\": \"train\"", "\"split\": \"dev\"")).unwrap();
+    let stderr = fails(t, &["train-distill"]);
+    assert!(stderr.contains("made for split `dev`"), "{stderr}");
+    std::fs::write(&manifest, &original).unwrap();
+    let other_student = format!("DGR_TRAIN_DISTILL__STUDENT={}", s(&t.join("tiny")));
+    let (key, value) = other_student.split_once('=').unwrap();
+    let out = command(t, &["train-distill"]).env(key, value).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("retrieved with another student"), "{stderr}");
+    let out = command(t, &["train-distill"]).env("DGR_TRAIN_DISTILL__MIN_NEGATIVES", "1000").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("no training query passes the stage-2 filter"), "{stderr}");
+    assert!(!t.join("job/stage2/checkpoints").exists() && !t.join("job/stage2/weights").exists());
+
+    // An uninterrupted run.
+    let stderr = ok(t, &["train-distill"]);
+    assert!(stderr.contains("stage-2 training queries"), "{stderr}");
+    let kept: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(t.join("job/stage2/queries.json")).unwrap()).unwrap();
+    assert!(kept["kept"].as_u64().unwrap() >= 4, "{kept}");
+    let steps = stage2_steps(t);
+    assert_eq!(steps.len(), 12);
+    for step in &steps {
+        for key in ["loss", "rank_loss", "generation_loss", "violated_pairs", "agreement", "grad_norm", "learning_rate"] {
+            assert!(step[key].as_f64().is_some_and(f64::is_finite), "{key} in {step}");
+        }
+        assert!((0.0..=1.0).contains(&step["agreement"].as_f64().unwrap()));
+    }
+    assert!(steps.iter().any(|s| s["rank_loss"].as_f64().unwrap() > 0.0), "the margin makes every pair violated");
+    let straight = std::fs::read(t.join("job/stage2/weights/final/model.safetensors")).unwrap();
+    std::fs::rename(t.join("job/stage2"), t.join("stage2-straight")).unwrap();
+
+    // The same run killed once its step-6 checkpoint is in place, then run again.
+    let mut child = command(t, &["train-distill"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let checkpoint = t.join("job/stage2/checkpoints/step-0000006/manifest.json");
+    let started = Instant::now();
+    while !checkpoint.is_file() {
+        assert!(child.try_wait().unwrap().is_none(), "train-distill ended before its step-6 checkpoint");
+        assert!(started.elapsed() < Duration::from_secs(300), "no checkpoint after 300 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let killed_at = stage2_steps(t).len();
+    assert!(killed_at < 12 && !t.join("job/stage2/weights/final").exists(), "killed mid-run at step {killed_at}");
+    let stderr = ok(t, &["train-distill"]);
+    assert!(stderr.contains("resuming"), "{stderr}");
+    let steps = stage2_steps(t);
+    assert_eq!(steps.iter().map(|s| s["step"].as_u64().unwrap()).collect::<Vec<_>>(), (1..=12).collect::<Vec<_>>());
+    let resumed = std::fs::read(t.join("job/stage2/weights/final/model.safetensors")).unwrap();
+    assert!(straight == resumed, "the resumed run ends with other weights than the uninterrupted one");
+
+    // The distilled student retrieves the dev queries.
+    let student = format!("{}", s(&t.join("job/stage2/weights/final")));
+    let out = command(t, &["retrieve", "--split", "dev"]).env("DGR_RETRIEVE__MODEL", &student).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let run = dgr_core::trec::read_run(&t.join("job/runs/gr-dev.trec")).unwrap();
+    assert!(!run.rankings.is_empty());
+}
