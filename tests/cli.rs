@@ -318,7 +318,8 @@ fn retrieve_writes_a_run_and_candidates_backed_by_the_index() {
          [index]\ntokenizer = {:?}\nsample_rate = 4\n\
          [train_gen]\ninit = {:?}\ntokenizer = {:?}\nengine.steps = 30\nengine.batch_size = 4\n\
          engine.learning_rate = 5e-4\nengine.warmup_steps = 0\nengine.checkpoint_every = 0\n\
-         [retrieve]\nbeam = 3\nhits = 5\nbody_tokens = 4\ntitle_tokens = 8\nshard_queries = 2\nbatch_queries = 2\n\
+         pairs = {{ unsupervised = false }}\n\
+         [retrieve]\nshard_queries = 2\nbatch_queries = 2\nsearch = {{ beam = 3, hits = 5, body_tokens = 4, title_tokens = 8 }}\n\
          [coordinator]\nbind = \"127.0.0.1:0\"\nlinger_seconds = 5.0\n",
         s(&input),
         s(&minilm.join("tokenizer.json")),

@@ -78,11 +78,12 @@ fn stage_two_trains_on_retrieved_candidates_resumes_after_kill_and_refuses_bad_i
          [index]\ntokenizer = {tokenizer:?}\nsample_rate = 4\n\
          [train_gen]\ninit = {tiny:?}\ntokenizer = {tokenizer:?}\nlabel_smoothing = 0.0\n\
          engine = {{ steps = 80, batch_size = 16, learning_rate = 3e-3, warmup_steps = 5, checkpoint_every = 0 }}\n\
-         [retrieve]\nbeam = 5\nhits = 40\nbody_tokens = 4\ntitle_tokens = 12\nshard_queries = 8\nbatch_queries = 4\n\
+         [retrieve]\nshard_queries = 8\nbatch_queries = 4\nsearch = {{ beam = 5, hits = 40, body_tokens = 4, title_tokens = 12 }}\n\
          [teacher]\nmodel = {minilm:?}\ncandidates = \"gr\"\ndepth = 40\nshard_queries = 8\n\
          [train_distill]\nmin_negatives = 4\nnegative_pool = 6\nlambda = 1.0\n\
          loss = {{ margin = 1e9 }}\n\
-         engine = {{ steps = 12, batch_size = 2, learning_rate = 1e-3, warmup_steps = 2, checkpoint_every = 3 }}\n",
+         engine = {{ steps = 12, batch_size = 2, learning_rate = 1e-3, warmup_steps = 2, checkpoint_every = 3, \
+         eval_every = 6, eval_queries = 4 }}\n",
         input = s(&root().join("tests/fixtures/wiki-vital/summaries_subset.json")),
         tokenizer = s(&minilm.join("tokenizer.json")),
         tiny = s(&t.join("tiny")),
@@ -128,20 +129,30 @@ fn stage_two_trains_on_retrieved_candidates_resumes_after_kill_and_refuses_bad_i
     let steps = stage2_steps(t);
     assert_eq!(steps.len(), 12);
     for step in &steps {
-        for key in ["loss", "rank_loss", "generation_loss", "violated_pairs", "agreement", "grad_norm", "learning_rate"] {
+        for key in ["loss", "rank_loss", "generation_loss", "violated_pairs", "agreement", "grad_norm", "learning_rate"]
+        {
             assert!(step[key].as_f64().is_some_and(f64::is_finite), "{key} in {step}");
         }
         assert!((0.0..=1.0).contains(&step["agreement"].as_f64().unwrap()));
     }
     assert!(steps.iter().any(|s| s["rank_loss"].as_f64().unwrap() > 0.0), "the margin makes every pair violated");
+    // Dev retrieval after steps 6 and 12, in metrics.jsonl.
+    let metrics = std::fs::read_to_string(t.join("job/metrics.jsonl")).unwrap();
+    let evaluations: Vec<serde_json::Value> = metrics.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(evaluations.iter().map(|e| e["step"].as_u64().unwrap()).collect::<Vec<_>>(), vec![6, 12], "{metrics}");
+    for e in &evaluations {
+        assert_eq!(
+            (e["stage"].as_str(), e["split"].as_str(), e["queries"].as_u64()),
+            (Some("train-distill"), Some("dev"), Some(4))
+        );
+        assert!(e["metrics"]["recall@5"].as_f64().is_some_and(|r| (0.0..=1.0).contains(&r)), "{e}");
+    }
+    std::fs::remove_file(t.join("job/metrics.jsonl")).unwrap();
     let straight = std::fs::read(t.join("job/stage2/weights/final/model.safetensors")).unwrap();
     std::fs::rename(t.join("job/stage2"), t.join("stage2-straight")).unwrap();
 
     // The same run killed once its step-6 checkpoint is in place, then run again.
-    let mut child = command(t, &["train-distill"])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = command(t, &["train-distill"]).stderr(std::process::Stdio::null()).spawn().unwrap();
     let checkpoint = t.join("job/stage2/checkpoints/step-0000006/manifest.json");
     let started = Instant::now();
     while !checkpoint.is_file() {

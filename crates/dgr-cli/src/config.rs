@@ -6,9 +6,11 @@ use std::path::Path;
 
 use anyhow::{Context, bail};
 use dgr_core::config::{
-    Bm25Config, CoordinatorConfig, EvalConfig, IndexConfig, JobConfig, PrepareConfig, RetrieveConfig, TeacherConfig,
-    WorkerConfig,
+    Bm25Config, CoordinatorConfig, EvalConfig, IndexConfig, JobConfig, PrepareConfig, WorkerConfig,
 };
+use dgr_index::evidence::ScoringConfig;
+use dgr_model::retrieve::RetrievalConfig;
+use dgr_teacher::teacher::TeacherConfig;
 use dgr_trainer::distill::DistillConfig;
 use dgr_trainer::engine::EngineConfig;
 use dgr_trainer::stage1::TrainGenConfig;
@@ -29,6 +31,27 @@ pub struct Config {
     pub train_distill: DistillConfig,
     pub coordinator: CoordinatorConfig,
     pub worker: WorkerConfig,
+}
+
+/// Generative retrieval (`dgr retrieve`, `[retrieve]`): the student and how the work is cut
+/// and spread; the search (`[retrieve.search]`) and scoring (`[retrieve.scoring]`) settings are
+/// those of `dgr-model` and `dgr-index`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrieveConfig {
+    /// The student: a BERT2BERT directory saved by `dgr train-gen`. Empty: the job's
+    /// `stage1/weights/final`.
+    pub model: std::path::PathBuf,
+    /// Source length limit of the student, in tokens (as in training).
+    pub max_source_tokens: usize,
+    /// Queries per candidates shard.
+    pub shard_queries: usize,
+    /// Queries decoded together in one batch (their beams share each decoder pass).
+    pub batch_queries: usize,
+    /// Threads, each decoding its own batch; 0 = one per core.
+    pub threads: usize,
+    pub search: RetrievalConfig,
+    pub scoring: ScoringConfig,
 }
 
 /// Loads and checks the configuration.
@@ -56,14 +79,16 @@ impl Config {
             bail!("train_gen.max_source_tokens and max_target_tokens must be at least 3");
         }
         let r = &self.retrieve;
-        if [r.beam, r.hits, r.candidates, r.shard_queries, r.batch_queries].contains(&0) || r.max_source_tokens < 3 {
+        if [r.search.beam, r.search.hits, r.scoring.candidates, r.shard_queries, r.batch_queries].contains(&0)
+            || r.max_source_tokens < 3
+        {
             bail!(
-                "retrieve.beam, hits, candidates, shard_queries and batch_queries must be at least 1, \
-                 max_source_tokens at least 3"
+                "retrieve.search.beam and hits, retrieve.scoring.candidates, retrieve.shard_queries and \
+                 batch_queries must be at least 1, retrieve.max_source_tokens at least 3"
             );
         }
-        if !(0.0..=1.0).contains(&r.coverage) || r.smoothing <= 0.0 {
-            bail!("retrieve.coverage must lie in [0, 1] and retrieve.smoothing be positive");
+        if !(0.0..=1.0).contains(&r.scoring.coverage) || r.scoring.smoothing <= 0.0 {
+            bail!("retrieve.scoring.coverage must lie in [0, 1] and retrieve.scoring.smoothing be positive");
         }
         let t = &self.teacher;
         if [t.batch_size, t.depth, t.shard_queries].contains(&0) || t.max_tokens < 3 {

@@ -71,87 +71,6 @@ pub struct EvalConfig {
     pub recall_at: Vec<usize>,
 }
 
-/// Generative retrieval with the stage-1 student over the FM-index (`dgr retrieve`, method §2).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RetrieveConfig {
-    /// The student: a BERT2BERT directory saved by `dgr train-gen`. Empty: the job's
-    /// `stage1/weights/final`.
-    pub model: PathBuf,
-    /// Beam width of every identifier view.
-    pub beam: usize,
-    /// Passages kept per query.
-    pub hits: usize,
-    /// Length of decoded body spans, in tokens.
-    pub body_tokens: usize,
-    /// Longest title and pseudo-query, `@@` included, in tokens.
-    pub title_tokens: usize,
-    pub pseudo_query_tokens: usize,
-    /// Longest span of query words used as a key.
-    pub query_span_words: usize,
-    /// Tokens of the student's first-step distribution given unigram scores.
-    pub unigram_tokens: usize,
-    /// `s` of the corpus probability `(count + s) / (N + s)`.
-    pub smoothing: f64,
-    /// Power of the clamped key log-odds.
-    pub exponent: f64,
-    /// β of the coverage factor.
-    pub coverage: f64,
-    /// Keys occurring more often than this do not propose candidates.
-    pub max_hits: u64,
-    /// Passages scored in full per query.
-    pub candidates: usize,
-    /// Source length limit of the student, in tokens (as in training).
-    pub max_source_tokens: usize,
-    /// Queries per candidates shard.
-    pub shard_queries: usize,
-    /// Queries decoded together in one batch (their beams share each decoder pass).
-    pub batch_queries: usize,
-    /// Threads, each decoding its own batch; 0 = one per core.
-    pub threads: usize,
-}
-
-/// Teacher scoring of candidate lists into rank-list shards (`dgr teacher`, method §3).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TeacherConfig {
-    /// HF model directory: config.json, model.safetensors, tokenizer.json.
-    pub model: PathBuf,
-    pub kind: TeacherKind,
-    /// Prepended to queries / passages before tokenising (E5: `query: ` / `passage: `).
-    pub query_prefix: String,
-    pub passage_prefix: String,
-    /// Token limit of a sequence (a pair, for the cross-encoder), special tokens included.
-    pub max_tokens: usize,
-    /// Over-long sequences: `truncate` or `error`.
-    pub overlong: Overlong,
-    /// Sequences per forward pass (sorted by length, so padding stays small).
-    pub batch_size: usize,
-    /// Where candidates come from: `gr` (`<job>/candidates/<split>/`, from `dgr retrieve`) or
-    /// `bm25` (`<job>/runs/bm25-<split>.trec`).
-    pub candidates: CandidateSource,
-    /// Candidates scored per query (the best ones by candidate score).
-    pub depth: usize,
-    /// Queries per rank-list shard, and per coordinator lease.
-    pub shard_queries: usize,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum TeacherKind {
-    /// Cosine of mean-pooled, L2-normalised embeddings.
-    BiEncoder,
-    /// First logit of a classification head over `[CLS] query [SEP] passage [SEP]`.
-    CrossEncoder,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CandidateSource {
-    Gr,
-    Bm25,
-}
-
 /// The job service that leases shards of a stage to workers (`dgr coordinator`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -179,14 +98,6 @@ pub struct CoordinatorConfig {
 pub struct WorkerConfig {
     /// Give up when the coordinator has been unreachable this long (it may be restarting).
     pub retry_seconds: f64,
-}
-
-/// What to do with a sequence longer than its token limit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Overlong {
-    Truncate,
-    Error,
 }
 
 impl JobConfig {

@@ -30,7 +30,9 @@ pub struct Unigram {
     pub log_prob: f64,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+/// How keys weigh and passages score (`[retrieve.scoring]`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ScoringConfig {
     /// `s` in `P(k) = (count + s) / (N + s)`.
     pub smoothing: f64,

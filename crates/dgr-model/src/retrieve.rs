@@ -15,7 +15,9 @@ use crate::error::{ModelError, Result, host_values};
 use crate::seq2seq::{Encoded, EncoderDecoder, Source};
 use crate::tokenizer::{TextTokenizer, batch};
 
-#[derive(Debug, Clone, PartialEq)]
+/// How the student searches the index (`[retrieve.search]`; scoring is `[retrieve.scoring]`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RetrievalConfig {
     /// Beam width of every view.
     pub beam: usize,
@@ -29,7 +31,6 @@ pub struct RetrievalConfig {
     pub query_span_words: usize,
     /// Tokens of the student's first-step distribution that get unigram scores.
     pub unigram_tokens: usize,
-    pub scoring: ScoringConfig,
     /// Passages returned per query.
     pub hits: usize,
 }
@@ -43,7 +44,6 @@ impl Default for RetrievalConfig {
             pseudo_query_tokens: 30,
             query_span_words: 3,
             unigram_tokens: 5000,
-            scoring: ScoringConfig::default(),
             hits: 100,
         }
     }
@@ -85,6 +85,7 @@ pub struct Retriever<'a, M: EncoderDecoder> {
     tokenizer: &'a TextTokenizer,
     index: &'a CorpusIndex,
     config: RetrievalConfig,
+    scoring: ScoringConfig,
     markers: Markers,
     device: Device,
 }
@@ -97,6 +98,7 @@ impl<'a, M: EncoderDecoder> Retriever<'a, M> {
         tokenizer: &'a TextTokenizer,
         index: &'a CorpusIndex,
         config: RetrievalConfig,
+        scoring: ScoringConfig,
         device: Device,
     ) -> Result<Self> {
         let marks = tokenizer.tokens(vec![END_MARK.to_string(), PSEUDO_QUERY_MARK.to_string()])?;
@@ -110,7 +112,7 @@ impl<'a, M: EncoderDecoder> Retriever<'a, M> {
             eos,
             special: special.iter().filter_map(|t| tokenizer.token_id(t)).collect(),
         };
-        Ok(Retriever { model, tokenizer, index, config, markers, device })
+        Ok(Retriever { model, tokenizer, index, config, scoring, markers, device })
     }
 
     /// The decoding set-up of `view`; `None` when the corpus has nothing to decode there (no
@@ -200,7 +202,7 @@ impl<'a, M: EncoderDecoder> Retriever<'a, M> {
             }
             let unigrams = self.unigrams(first_log_probs);
             let timer = Instant::now();
-            let ranking = rank_passages(self.index, &keys, &unigrams, &self.config.scoring, self.config.hits);
+            let ranking = rank_passages(self.index, &keys, &unigrams, &self.scoring, self.config.hits);
             index_time += timer.elapsed();
             let ranked_sources = ranking
                 .keys

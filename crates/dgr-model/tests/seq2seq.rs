@@ -113,10 +113,20 @@ fn packed_key_scores_equal_one_key_a_row_in_value_and_gradient() {
     let (model, _, _) = Seq2Seq::load(&dir, &device).unwrap();
     let full = source(&reference, &device);
     let width = full.ids.dims()[1];
-    let first = dgr_model::seq2seq::Source { ids: full.ids.slice([0..1, 0..width]), mask: full.mask.slice([0..1, 0..width]) };
+    let first =
+        dgr_model::seq2seq::Source { ids: full.ids.slice([0..1, 0..width]), mask: full.mask.slice([0..1, 0..width]) };
     // Beam prefixes (every prefix is a key), a repeat, keys that share a prefix and diverge.
-    let keys: Vec<Vec<u32>> =
-        vec![vec![5], vec![5, 9], vec![5, 9, 14], vec![5, 9, 14, 3], vec![5, 9, 14], vec![5, 7], vec![20, 21], vec![20], vec![33]];
+    let keys: Vec<Vec<u32>> = vec![
+        vec![5],
+        vec![5, 9],
+        vec![5, 9, 14],
+        vec![5, 9, 14, 3],
+        vec![5, 9, 14],
+        vec![5, 7],
+        vec![20, 21],
+        vec![20],
+        vec![33],
+    ];
     let packed = PackedKeys::new(&keys);
     assert_eq!(packed.rows.len(), 4, "{:?}", packed.rows);
     for (k, key) in keys.iter().enumerate() {

@@ -10,7 +10,6 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use burn::tensor::Device;
-use dgr_core::config::TeacherKind;
 use dgr_core::import::sha256_file;
 use dgr_model::error::host_values;
 use dgr_model::heads::{BiEncoder, CrossEncoder};
@@ -18,21 +17,49 @@ use dgr_model::tokenizer::{Encoded, Overlong, TextTokenizer, batch};
 
 use crate::error::{Result, TeacherError};
 
-/// What to load and how to feed it.
-#[derive(Debug, Clone)]
-pub struct TeacherSpec {
+/// The teacher stage (`[teacher]`, `dgr teacher`, method §3): the model, how to feed it, and
+/// which candidates it scores into rank-list shards.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TeacherConfig {
     /// HF directory with config.json, model.safetensors and tokenizer.json.
     pub model: PathBuf,
     pub kind: TeacherKind,
+    /// Prepended to queries / passages before tokenising (E5: `query: ` / `passage: `).
     pub query_prefix: String,
     pub passage_prefix: String,
-    /// Token limit per sequence (per pair for the cross-encoder).
+    /// Token limit per sequence (per pair for the cross-encoder), special tokens included.
     pub max_tokens: usize,
+    /// Over-long sequences: `truncate` or `error`.
     pub overlong: Overlong,
+    /// Sequences per forward pass (sorted by length, so padding stays small).
     pub batch_size: usize,
+    /// Where candidates come from: `gr` (`<job>/candidates/<split>/`, from `dgr retrieve`) or
+    /// `bm25` (`<job>/runs/bm25-<split>.trec`).
+    pub candidates: CandidateSource,
+    /// Candidates scored per query (the best ones by candidate score).
+    pub depth: usize,
+    /// Queries per rank-list shard, and per coordinator lease.
+    pub shard_queries: usize,
 }
 
-impl TeacherSpec {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TeacherKind {
+    /// Cosine of mean-pooled, L2-normalised embeddings.
+    BiEncoder,
+    /// First logit of a classification head over `[CLS] query [SEP] passage [SEP]`.
+    CrossEncoder,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CandidateSource {
+    Gr,
+    Bm25,
+}
+
+impl TeacherConfig {
     /// The model directory and kind, for provenance.
     pub fn name(&self) -> String {
         let kind = match self.kind {
@@ -56,7 +83,7 @@ enum Scorer {
 pub struct Teacher {
     scorer: Scorer,
     tokenizer: TextTokenizer,
-    spec: TeacherSpec,
+    spec: TeacherConfig,
     device: Device,
     weights_sha256: String,
 }
@@ -69,7 +96,7 @@ pub struct Candidates<'a> {
 }
 
 impl Teacher {
-    pub fn load(spec: TeacherSpec, device: Device) -> Result<Self> {
+    pub fn load(spec: TeacherConfig, device: Device) -> Result<Self> {
         let weights_sha256 = spec.weights_sha256()?;
         let scorer = match spec.kind {
             TeacherKind::BiEncoder => Scorer::Bi(Box::new(BiEncoder::load(&spec.model, &device)?.0)),
@@ -80,7 +107,7 @@ impl Teacher {
         Ok(Teacher { scorer, tokenizer, spec, device, weights_sha256 })
     }
 
-    pub fn spec(&self) -> &TeacherSpec {
+    pub fn spec(&self) -> &TeacherConfig {
         &self.spec
     }
 

@@ -5,17 +5,16 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
 use burn::tensor::Device;
-use dgr_core::config::TeacherKind;
 use dgr_model::tokenizer::Overlong;
 use dgr_teacher::TeacherError;
-use dgr_teacher::teacher::{Candidates, Teacher, TeacherSpec};
+use dgr_teacher::teacher::{CandidateSource, Candidates, Teacher, TeacherConfig, TeacherKind};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-fn spec(model: PathBuf, kind: TeacherKind, batch_size: usize) -> TeacherSpec {
-    TeacherSpec {
+fn spec(model: PathBuf, kind: TeacherKind, batch_size: usize) -> TeacherConfig {
+    TeacherConfig {
         model,
         kind,
         query_prefix: String::new(),
@@ -23,6 +22,9 @@ fn spec(model: PathBuf, kind: TeacherKind, batch_size: usize) -> TeacherSpec {
         max_tokens: 64,
         overlong: Overlong::Truncate,
         batch_size,
+        candidates: CandidateSource::Bm25,
+        depth: 20,
+        shard_queries: 8,
     }
 }
 

@@ -36,7 +36,9 @@ const LATEST: &str = "latest";
 pub enum CheckpointError {
     #[error("{path}: {message}")]
     Invalid { path: PathBuf, message: String },
-    #[error("{path}: this checkpoint belongs to another run: {differences}; start over with --fresh or use another job directory")]
+    #[error(
+        "{path}: this checkpoint belongs to another run: {differences}; start over with --fresh or use another job directory"
+    )]
     Mismatch { path: PathBuf, differences: String },
     #[error(transparent)]
     Core(#[from] dgr_core::Error),
@@ -209,7 +211,10 @@ fn verify(dir: &Path) -> Result<CheckpointState, CheckpointError> {
     if manifest.format != CHECKPOINT_FORMAT || manifest.version != CHECKPOINT_VERSION {
         return Err(invalid(
             &dir.join(MANIFEST),
-            format!("format {} v{} (this program reads {CHECKPOINT_FORMAT} v{CHECKPOINT_VERSION})", manifest.format, manifest.version),
+            format!(
+                "format {} v{} (this program reads {CHECKPOINT_FORMAT} v{CHECKPOINT_VERSION})",
+                manifest.format, manifest.version
+            ),
         ));
     }
     for file in &manifest.files {
@@ -219,7 +224,10 @@ fn verify(dir: &Path) -> Result<CheckpointState, CheckpointError> {
         }
         let (bytes, sha256) = sha256_file(&path)?;
         if bytes != file.bytes || sha256 != file.sha256 {
-            return Err(invalid(&path, format!("sha256 {sha256} ({bytes} bytes), the manifest says {} ({} bytes)", file.sha256, file.bytes)));
+            return Err(invalid(
+                &path,
+                format!("sha256 {sha256} ({bytes} bytes), the manifest says {} ({} bytes)", file.sha256, file.bytes),
+            ));
         }
     }
     for required in [STATE, OPTIMIZER] {
@@ -260,7 +268,8 @@ fn check_same_run(
             state.parameters.len()
         ));
     } else if let Some((now, then)) = current.iter().zip(&state.parameters).find(|(a, b)| a != b) {
-        differences.push(format!("parameter {} has shape {:?}, in the checkpoint {} {:?}", now.0, now.1, then.0, then.1));
+        differences
+            .push(format!("parameter {} has shape {:?}, in the checkpoint {} {:?}", now.0, now.1, then.0, then.1));
     }
     if !differences.is_empty() {
         return Err(CheckpointError::Mismatch { path: path.to_path_buf(), differences: differences.join("; ") });

@@ -170,7 +170,10 @@ impl DistillData {
                 )));
             };
             let query = queries.get(list.query_id.as_str()).ok_or_else(|| {
-                TrainError::Input(format!("query {} of the rank lists is not a train query of the dataset", list.query_id))
+                TrainError::Input(format!(
+                    "query {} of the rank lists is not a train query of the dataset",
+                    list.query_id
+                ))
             })?;
             let positives: Vec<usize> = (0..list.passage_ids.len()).filter(|&i| list.labels[i] > 0).collect();
             let negatives: Vec<usize> = (0..list.passage_ids.len()).filter(|&i| list.labels[i] <= 0).collect();
@@ -190,9 +193,11 @@ impl DistillData {
             let keys = query_keys(found, markers, scoring, total_tokens)?;
             let passage = |i: usize| distill_passage(found, list, i, &keys, settings.keys_per_passage);
             let others: Vec<usize> = negatives[1..].to_vec();
-            let mut rng = StdRng::seed_from_u64(settings.engine.seed ^ (row as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let mut rng =
+                StdRng::seed_from_u64(settings.engine.seed ^ (row as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
             let pool_size = settings.negative_pool.min(others.len());
-            let mut pool: Vec<usize> = sample(&mut rng, others.len(), pool_size).into_iter().map(|i| others[i]).collect();
+            let mut pool: Vec<usize> =
+                sample(&mut rng, others.len(), pool_size).into_iter().map(|i| others[i]).collect();
             pool.sort_unstable();
             let Some(target) = passages.get(list.passage_ids[pos0].as_str()) else {
                 return Err(TrainError::Input(format!(
@@ -219,7 +224,11 @@ impl DistillData {
             return Err(TrainError::NoData(format!(
                 "no training query passes the stage-2 filter ({} rank lists: {} without a positive among the ranked \
                  candidates, {} with {} negatives or fewer, {} already separated by stage 1)",
-                counts.queries, counts.no_positive, counts.too_few_negatives, settings.min_negatives, counts.already_separated
+                counts.queries,
+                counts.no_positive,
+                counts.too_few_negatives,
+                settings.min_negatives,
+                counts.already_separated
             )));
         }
         Ok(DistillData { queries: kept, counts })
@@ -249,7 +258,9 @@ fn query_keys(
             }
         };
         let tokens = match view {
-            View::PseudoQuery => key.tokens.strip_prefix(markers.pseudo_query.as_slice()).unwrap_or(&key.tokens).to_vec(),
+            View::PseudoQuery => {
+                key.tokens.strip_prefix(markers.pseudo_query.as_slice()).unwrap_or(&key.tokens).to_vec()
+            }
             _ => key.tokens.clone(),
         };
         let (weight, _) = weight_and_slope(key.log_prob, key.count, total_tokens, scoring.smoothing, exponent);
@@ -327,6 +338,8 @@ impl<'a> DistillObjective<'a> {
 /// A sampled list and its ranking loss, before averaging.
 struct QueryLoss {
     loss: Tensor<1>,
+    /// Seconds in the encoder, key scoring (and passage scores), and the losses.
+    timing: [f64; 3],
     rank: f64,
     generation: f64,
     violated: usize,
@@ -346,9 +359,12 @@ impl Objective for DistillObjective<'_> {
             losses.push(self.query_loss(model, item, rng)?);
         }
         let n = losses.len().max(1) as f64;
-        let total = losses.iter().map(|l| l.loss.clone()).reduce(|a, b| a + b).ok_or_else(|| {
-            TrainError::NoData("an empty batch".into())
-        })? / n;
+        let total = losses
+            .iter()
+            .map(|l| l.loss.clone())
+            .reduce(|a, b| a + b)
+            .ok_or_else(|| TrainError::NoData("an empty batch".into()))?
+            / n;
         let sum = |f: fn(&QueryLoss) -> f64| losses.iter().map(f).sum::<f64>();
         let pairs = sum(|l| l.pairs as f64);
         let measures = BTreeMap::from([
@@ -357,6 +373,9 @@ impl Objective for DistillObjective<'_> {
             ("violated_pairs", sum(|l| l.violated as f64) / n),
             ("lists_without_violation", sum(|l| l.lists_without_violation as f64)),
             ("agreement", if pairs > 0.0 { sum(|l| l.agreeing as f64) / pairs } else { 1.0 }),
+            ("encoder_seconds", sum(|l| l.timing[0])),
+            ("key_scoring_seconds", sum(|l| l.timing[1])),
+            ("loss_seconds", sum(|l| l.timing[2])),
         ]);
         Ok(Loss { loss: total, measures })
     }
@@ -383,6 +402,7 @@ impl DistillObjective<'_> {
         );
 
         // One encoder pass over the query under each prompt.
+        let started = std::time::Instant::now();
         let views = [View::Title, View::Body, View::PseudoQuery];
         let sources = views
             .iter()
@@ -395,13 +415,17 @@ impl DistillObjective<'_> {
             mask: encoded.mask.clone().slice(r..r + 1),
         };
 
+        let encoder_seconds = started.elapsed().as_secs_f64();
         // Student scores of the distinct passages of both lists.
+        let started = std::time::Instant::now();
         let mut passages: Vec<&DistillPassage> = vec![&query.positives[0]];
         if pos_r != 0 {
             passages.push(&query.positives[pos_r]);
         }
         passages.extend(negatives.iter().copied());
         let scores = self.passage_scores(model, query, &passages, &row)?;
+        let key_scoring_seconds = started.elapsed().as_secs_f64();
+        let started = std::time::Instant::now();
         let count = passages.len();
         let pick = |indices: &[usize]| {
             let index: Vec<i64> = indices.iter().map(|&i| i as i64).collect();
@@ -429,11 +453,15 @@ impl DistillObjective<'_> {
 
         // Generation loss of pos0's title (title prompt) and a span of its text (body prompt).
         let mut generation: Option<Tensor<1>> = None;
-        for (view_row, target) in [(0usize, format!("{} {}", query.title.trim(), dgr_core::views::END_MARK)), (1, span.into_iter().next().unwrap_or_default())] {
+        for (view_row, target) in [
+            (0usize, format!("{} {}", query.title.trim(), dgr_core::views::END_MARK)),
+            (1, span.into_iter().next().unwrap_or_default()),
+        ] {
             if target.trim().is_empty() || (view_row == 0 && query.title.trim().is_empty()) {
                 continue;
             }
-            let labels: Vec<i64> = self.target_tokenizer.encode(&target)?.ids.iter().skip(1).map(|&t| i64::from(t)).collect();
+            let labels: Vec<i64> =
+                self.target_tokenizer.encode(&target)?.ids.iter().skip(1).map(|&t| i64::from(t)).collect();
             let labels = vec![labels];
             let decoder_ids = model.shift_right(&labels, self.pad, &device);
             let logits = model.decode(&row(view_row), decoder_ids);
@@ -453,6 +481,7 @@ impl DistillObjective<'_> {
         };
         Ok(QueryLoss {
             loss,
+            timing: [encoder_seconds, key_scoring_seconds, started.elapsed().as_secs_f64()],
             rank: rank_value,
             generation: generation_value,
             violated,
@@ -494,9 +523,13 @@ impl DistillObjective<'_> {
             return Ok(Tensor::zeros([count], &device));
         }
         let log_probs = Tensor::cat(log_probs, 0);
-        let values = log_probs.clone().detach().into_data().convert::<f32>().try_into_vec::<f32>().map_err(|e| {
-            TrainError::Input(format!("cannot read key scores back: {e:?}"))
-        })?;
+        let values = log_probs
+            .clone()
+            .detach()
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .map_err(|e| TrainError::Input(format!("cannot read key scores back: {e:?}")))?;
         let position: HashMap<usize, usize> = order.iter().enumerate().map(|(i, &k)| (k, i)).collect();
         let keys = order.len();
         let mut slopes = vec![0f32; count * keys];
@@ -507,7 +540,8 @@ impl DistillObjective<'_> {
                 let Some(&i) = position.get(&key.key) else { continue };
                 let k = &query.keys[key.key];
                 let lp = f64::from(values[i]);
-                let (weight, slope) = weight_and_slope(lp, k.count, self.total_tokens, self.scoring.smoothing, k.exponent);
+                let (weight, slope) =
+                    weight_and_slope(lp, k.count, self.total_tokens, self.scoring.smoothing, k.exponent);
                 slopes[p * keys + i] += (key.coverage * slope) as f32;
                 offset += key.coverage * (weight - slope * lp);
             }

@@ -65,7 +65,19 @@ pub struct EngineConfig {
     pub checkpoint_every: u64,
     /// Checkpoints kept (the newest ones).
     pub keep_checkpoints: usize,
+    /// Evaluate retrieval on the dev split every this many steps (0 = never); the caller runs
+    /// it when [`EngineConfig::evaluation_due`] says so.
+    pub eval_every: u64,
+    /// Dev queries of such an evaluation (the first ones of the split).
+    pub eval_queries: usize,
     pub seed: u64,
+}
+
+impl EngineConfig {
+    /// Whether the dev evaluation is due after `step`.
+    pub fn evaluation_due(&self, step: u64) -> bool {
+        self.eval_every > 0 && step.is_multiple_of(self.eval_every)
+    }
 }
 
 impl Default for EngineConfig {
@@ -80,6 +92,8 @@ impl Default for EngineConfig {
             clip_norm: 1.0,
             checkpoint_every: 500,
             keep_checkpoints: 2,
+            eval_every: 0,
+            eval_queries: 200,
             seed: 42,
         }
     }
@@ -98,7 +112,8 @@ pub fn learning_rate(step: u64, config: &EngineConfig) -> f64 {
 }
 
 /// The loss of some examples, and named measures for the step log (averaged over the step's
-/// micro-batches).
+/// micro-batches; those named `*_seconds` are summed). The engine adds `backward_seconds` and
+/// `optimizer_seconds` (clipping and the AdamW update).
 pub struct Loss {
     /// Differentiable, shape `[1]`.
     pub loss: Tensor<1>,
@@ -240,13 +255,19 @@ pub fn train(
             let loss = loss / micro_batches as f64;
             loss_sum += f64::from(loss.clone().detach().into_scalar::<f32>());
             for (name, value) in these {
-                *measures.entry(name.to_string()).or_default() += value / micro_batches as f64;
+                // Times add up over micro-batches; the other measures are averaged.
+                let share = if name.ends_with("_seconds") { value } else { value / micro_batches as f64 };
+                *measures.entry(name.to_string()).or_default() += share;
             }
+            let timer = Instant::now();
             accumulated.accumulate(&model, GradientsParams::from_grads(loss.backward(), &model));
+            *measures.entry("backward_seconds".into()).or_default() += timer.elapsed().as_secs_f64();
         }
+        let timer = Instant::now();
         let mut grads = accumulated.grads();
         let grad_norm = clip_global_norm(&model, &mut grads, config.clip_norm);
         model = optimizer.step(lr, model, grads);
+        measures.insert("optimizer_seconds".into(), timer.elapsed().as_secs_f64());
         step += 1;
         let entry = StepLog { step, loss: loss_sum, grad_norm, learning_rate: lr, seconds: 0.0, measures };
         let entry = StepLog { seconds: started.elapsed().as_secs_f64(), ..entry };

@@ -133,11 +133,8 @@ pub fn list_loss(scores: Tensor<1>, teacher: &[f64], positive: usize, config: &R
             let log_p = log_softmax(teacher / config.teacher_temperature, 0);
             let p = log_p.clone().exp();
             let log_q = log_softmax(s.clone() / config.student_temperature, 0);
-            let loss = if config.kind == RankLossKind::Kl {
-                (p.clone() * (log_p - log_q)).sum()
-            } else {
-                -(p * log_q).sum()
-            };
+            let loss =
+                if config.kind == RankLossKind::Kl { (p.clone() * (log_p - log_q)).sum() } else { -(p * log_q).sum() };
             (loss, 0)
         }
         RankLossKind::LambdaLoss => (lambda_loss(&s, &values, config), 0),

@@ -26,7 +26,7 @@ pub struct TrainGenConfig {
     pub max_source_tokens: usize,
     pub max_target_tokens: usize,
     /// Sources or targets longer than their limit: `truncate` (warn and cut) or `error`.
-    pub overlong: dgr_core::config::Overlong,
+    pub overlong: dgr_model::tokenizer::Overlong,
     pub engine: EngineConfig,
     pub pairs: PairConfig,
 }

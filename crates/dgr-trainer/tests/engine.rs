@@ -66,7 +66,14 @@ fn fixture() -> Fixture {
     let input = root().join("tests/fixtures/wiki-vital/summaries_subset.json");
     import(DatasetFormat::WikiVital, &input, &data, &ImportOptions::default(), &NoProgress).unwrap();
     let corpus: Vec<Passage> = read_records(&data.join("corpus.arrow")).unwrap();
-    let config = PairConfig { titles: 1, spans: 1, unsupervised: true, span_pairs: 1, title_span_pairs: 1, ..PairConfig::default() };
+    let config = PairConfig {
+        titles: 1,
+        spans: 1,
+        unsupervised: true,
+        span_pairs: 1,
+        title_span_pairs: 1,
+        ..PairConfig::default()
+    };
     let (pairs, _) = build_pairs(&corpus, [], &config);
     let tokenizer = root().join("assets/minilm/tokenizer.json");
     Fixture {
@@ -88,12 +95,17 @@ fn engine(steps: u64) -> EngineConfig {
         clip_norm: 1.0,
         checkpoint_every: 2,
         keep_checkpoints: 2,
+        eval_every: 0,
+        eval_queries: 0,
         seed: 7,
     }
 }
 
 fn identity(input: &str) -> RunIdentity {
-    RunIdentity { fingerprint: [("pairs".to_string(), input.to_string())].into(), settings: serde_json::json!({"a": 1}) }
+    RunIdentity {
+        fingerprint: [("pairs".to_string(), input.to_string())].into(),
+        settings: serde_json::json!({"a": 1}),
+    }
 }
 
 /// Trains from a fresh tiny student (seeded `seed`); `stop_after` makes the run fail after that
@@ -207,7 +219,8 @@ fn checkpoints_of_other_inputs_or_another_model_are_refused() {
 
     let (wider, wider_config) = tiny_student(64, 1);
     let setup = RunSetup { out_dir: &dir, identity: identity("wiki-vital"), fresh: false };
-    let message = train(wider, &wider_config, &mut objective, &engine(4), &setup, |_, _| Ok(())).err().unwrap().to_string();
+    let message =
+        train(wider, &wider_config, &mut objective, &engine(4), &setup, |_, _| Ok(())).err().unwrap().to_string();
     assert!(message.contains("has shape") && message.contains("--fresh"), "{message}");
 
     // --fresh starts over.

@@ -114,7 +114,10 @@ fn indexing_pairs_follow_seal() {
         }
     }
     // Uniform 10-word windows of these passages start with one of those words far more often.
-    assert!(body_targets >= 40 * 10 && starts_with_stop_word * 100 < body_targets, "{starts_with_stop_word} of {body_targets}");
+    assert!(
+        body_targets >= 40 * 10 && starts_with_stop_word * 100 < body_targets,
+        "{starts_with_stop_word} of {body_targets}"
+    );
 
     let lower = PairConfig { lowercase_sources: 1.0, ..config };
     let pairs = unsupervised_pairs(&data.corpus[0], &lower, &mut rng);
@@ -170,7 +173,10 @@ fn pseudo_queries_give_their_own_views() {
     let unsupervised = unsupervised_pairs(&passage, &config, &mut rng);
     let to_title: Vec<_> = unsupervised.iter().filter(|p| p.view == View::Title).collect();
     assert!(to_title.iter().all(|p| p.target == "Lighthouse @@"));
-    let from_pq: Vec<_> = to_title.iter().filter(|p| p.source.ends_with("lighthouse || title || +") || p.source.ends_with("ships || title || +")).collect();
+    let from_pq: Vec<_> = to_title
+        .iter()
+        .filter(|p| p.source.ends_with("lighthouse || title || +") || p.source.ends_with("ships || title || +"))
+        .collect();
     let sources: Vec<&str> = from_pq.iter().map(|p| p.source.as_str()).collect();
     assert!(sources.contains(&"what is a lighthouse || title || +"), "{sources:?}");
     assert!(sources.contains(&"tower that guides ships || title || +"), "{sources:?}");

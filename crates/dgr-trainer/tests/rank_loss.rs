@@ -52,15 +52,14 @@ fn every_loss_matches_pytorch_in_value_and_gradient() {
         let scores = floats(&case["scores"]);
         let teacher = floats(&case["teacher"]);
         let positive = case["positive"].as_u64().unwrap() as usize;
-        let order: Vec<usize> = case["order"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+        let order: Vec<usize> =
+            case["order"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
         assert_eq!(target_order(&teacher, positive, config.kind), order, "{name}: target order");
 
         let n = scores.len();
-        let s = Tensor::<1>::from_data(
-            TensorData::new(scores.iter().map(|&v| v as f32).collect::<Vec<_>>(), [n]),
-            &device,
-        )
-        .require_grad();
+        let s =
+            Tensor::<1>::from_data(TensorData::new(scores.iter().map(|&v| v as f32).collect::<Vec<_>>(), [n]), &device)
+                .require_grad();
         let result = list_loss(s.clone(), &teacher, positive, &config);
         let value = f64::from(result.loss.clone().into_scalar::<f32>());
         let expected = case["loss"].as_f64().unwrap();

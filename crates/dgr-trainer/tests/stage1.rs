@@ -27,6 +27,8 @@ fn config(steps: u64) -> EngineConfig {
         clip_norm: 1.0,
         checkpoint_every: 4,
         keep_checkpoints: 3,
+        eval_every: 0,
+        eval_queries: 0,
         seed: 42,
     }
 }
@@ -73,7 +75,10 @@ fn titles_are_learned_and_weights_are_saved_loadable() {
     assert!(last < first * 0.7, "loss should fall: {:?}", seen.iter().map(|l| l.loss).collect::<Vec<_>>());
     let accuracy = |s: &[StepLog]| s.iter().map(|l| l.measures["accuracy"]).sum::<f64>() / s.len() as f64;
     assert!(accuracy(&seen[9..]) > accuracy(&seen[..3]), "accuracy should rise: {seen:?}");
-    assert!(seen.iter().all(|l| l.measures["nll"] >= 0.0 && l.grad_norm > 0.0 && (0.0..=1.0).contains(&l.measures["accuracy"])));
+    assert!(
+        seen.iter()
+            .all(|l| l.measures["nll"] >= 0.0 && l.grad_norm > 0.0 && (0.0..=1.0).contains(&l.measures["accuracy"]))
+    );
 
     for name in ["step-0000004", "step-0000008", "step-0000012"] {
         assert!(out.join("checkpoints").join(name).join("model/model.safetensors").is_file(), "{name}");

@@ -1,10 +1,10 @@
 use std::path::PathBuf;
 
+use crate::config::Config;
 use anyhow::Context;
 use dgr_bm25::{Bm25Index, IndexOptions, build_index};
 use dgr_core::Query;
 use dgr_core::arrow_file::read_records;
-use crate::config::Config;
 use dgr_core::trec::write_run;
 use figment::Figment;
 use tracing::info;

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::config::Config;
 use anyhow::{Context, bail};
 use clap::{Args as ClapArgs, ValueEnum};
 use dgr_coordinator::assemble::{place_done_shards, remove_attempts};
@@ -13,7 +14,6 @@ use dgr_coordinator::client::Client;
 use dgr_coordinator::ledger::{JobSpec, Ledger};
 use dgr_coordinator::server::{Service, ServiceConfig, now, serve};
 use dgr_coordinator::worker::{self, ShardWork};
-use crate::config::Config;
 use dgr_core::shards::ShardEntry;
 use figment::Figment;
 use tracing::{info, warn};

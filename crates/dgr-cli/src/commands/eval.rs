@@ -1,10 +1,10 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use crate::config::Config;
 use anyhow::{Context, bail};
 use dgr_core::arrow_file::read_records;
 use dgr_core::atomic::write_atomic;
-use crate::config::Config;
 use dgr_core::trec::{Run, read_qrels, read_run};
 use dgr_core::{Passage, Query};
 use dgr_eval::{EvalReport, evaluate_answers, evaluate_qrels};

@@ -2,10 +2,10 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::config::Config;
 use anyhow::{Context, bail};
 use dgr_core::Passage;
 use dgr_core::arrow_file::read_records;
-use crate::config::Config;
 use dgr_core::import::sha256_file;
 use dgr_core::progress::{Progress, Unit};
 use dgr_index::layout::passage_layout;

@@ -1,6 +1,7 @@
 //! One module per subcommand; `run` dispatches.
 
 mod bm25;
+mod dev_eval;
 mod distributed;
 mod eval;
 mod index;
@@ -13,8 +14,8 @@ mod train_gen;
 
 use std::path::Path;
 
-use clap::Subcommand;
 use crate::config::Config;
+use clap::Subcommand;
 use figment::Figment;
 
 #[derive(Subcommand)]

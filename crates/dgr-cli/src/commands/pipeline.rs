@@ -2,12 +2,12 @@
 
 use std::io::Write as _;
 
+use crate::config::Config;
 use anyhow::Context;
 use dgr_bm25::Bm25Index;
 use dgr_core::Query;
 use dgr_core::arrow_file::read_records;
 use dgr_core::atomic::write_atomic;
-use crate::config::Config;
 use dgr_core::import::{DatasetManifest, sha256_file};
 use dgr_core::trec::read_qrels;
 use dgr_eval::evaluate_qrels;
@@ -81,7 +81,7 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<()> {
 }
 
 /// Appends lines to `metrics.jsonl`, rewriting it atomically.
-fn append_metrics(path: &std::path::Path, lines: &[serde_json::Value]) -> anyhow::Result<()> {
+pub fn append_metrics(path: &std::path::Path, lines: &[serde_json::Value]) -> anyhow::Result<()> {
     let mut contents = match std::fs::read(path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),

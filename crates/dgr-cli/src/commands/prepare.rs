@@ -1,7 +1,7 @@
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
 use crate::config::Config;
+use anyhow::Context;
 use dgr_core::import::{self, DatasetFormat, ImportOptions, ImportSummary};
 use figment::Figment;
 use tracing::info;

@@ -6,6 +6,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::config::Config;
 use anyhow::{Context, bail};
 use burn::tensor::Device;
 use dgr_coordinator::api::ShardSpec;
@@ -15,7 +16,6 @@ use dgr_core::Query;
 use dgr_core::arrow_file::{read_records, write_records};
 use dgr_core::atomic::StagingDir;
 use dgr_core::candidates::{CANDIDATES_FORMAT, CANDIDATES_MANIFEST, CANDIDATES_VERSION, CandidateKey, QueryCandidates};
-use crate::config::Config;
 use dgr_core::import::sha256_file;
 use dgr_core::progress::{NoProgress, Progress, Unit};
 use dgr_core::shards::{ShardEntry, ShardManifest, read_verified_shard, shard_file_name, shard_ranges};
@@ -46,7 +46,7 @@ pub struct Args {
     /// Index directory (default: <job.dir>/index).
     #[arg(long)]
     index_dir: Option<PathBuf>,
-    /// Beam width (default: retrieve.beam).
+    /// Beam width (default: retrieve.search.beam).
     #[arg(long)]
     beam: Option<usize>,
     /// Threads, each decoding its own batch (default: retrieve.threads; 0 = one per core).
@@ -61,7 +61,7 @@ impl Args {
     pub fn overrides(&self) -> Figment {
         let mut figment = Figment::new();
         if let Some(beam) = self.beam {
-            figment = figment.merge(("retrieve.beam", beam));
+            figment = figment.merge(("retrieve.search.beam", beam));
         }
         if let Some(threads) = self.threads {
             figment = figment.merge(("retrieve.threads", threads));
@@ -122,7 +122,7 @@ impl RetrieveInputs {
             .with_context(|| format!("no student in {} (train one with `dgr train-gen`)", model_dir.display()))?
             .1;
         // Threads are each machine's own business; everything else shapes the results.
-        let settings = serde_json::to_string(&dgr_core::config::RetrieveConfig { threads: 0, ..r.clone() })?;
+        let settings = serde_json::to_string(&crate::config::RetrieveConfig { threads: 0, ..r.clone() })?;
         let fingerprint = format!(
             "student {} sha256 {model_sha256}; index sha256 {index_sha256}; queries {} ({}); retrieve {settings}",
             model_dir.display(),
@@ -167,8 +167,8 @@ impl RetrieveInputs {
             "model": self.model_dir.display().to_string(),
             "model_sha256": self.model_sha256,
             "index_sha256": self.index_sha256,
-            "beam": r.beam,
-            "hits": r.hits,
+            "beam": r.search.beam,
+            "hits": r.search.hits,
             "program": concat!("dgr ", env!("CARGO_PKG_VERSION")),
         });
         ShardManifest {
@@ -187,7 +187,8 @@ pub struct RetrieveWork {
     model: Bert2Bert,
     tokenizer: TextTokenizer,
     index: CorpusIndex,
-    retrieval: RetrievalConfig,
+    search: RetrievalConfig,
+    scoring: ScoringConfig,
     batch_queries: usize,
     threads: usize,
     split: String,
@@ -206,27 +207,12 @@ impl RetrieveWork {
         let (model, _, _) = Bert2Bert::load(&inputs.model_dir, &Device::flex()).with_context(|| {
             format!("cannot load the student from {} (train one with `dgr train-gen`)", inputs.model_dir.display())
         })?;
-        let retrieval = RetrievalConfig {
-            beam: r.beam,
-            body_tokens: r.body_tokens,
-            title_tokens: r.title_tokens,
-            pseudo_query_tokens: r.pseudo_query_tokens,
-            query_span_words: r.query_span_words,
-            unigram_tokens: r.unigram_tokens,
-            scoring: ScoringConfig {
-                smoothing: r.smoothing,
-                exponent: r.exponent,
-                coverage: r.coverage,
-                max_hits: r.max_hits,
-                candidates: r.candidates,
-            },
-            hits: r.hits,
-        };
         Ok(RetrieveWork {
             model,
             tokenizer,
             index,
-            retrieval,
+            search: r.search.clone(),
+            scoring: r.scoring.clone(),
             batch_queries: r.batch_queries,
             threads: threads(r.threads),
             split: split.to_string(),
@@ -241,8 +227,14 @@ impl RetrieveWork {
         progress: &dyn Progress,
         cancel: &AtomicBool,
     ) -> anyhow::Result<(Vec<QueryCandidates>, Vec<Retrieved>)> {
-        let retriever =
-            Retriever::new(&self.model, &self.tokenizer, &self.index, self.retrieval.clone(), Device::flex())?;
+        let retriever = Retriever::new(
+            &self.model,
+            &self.tokenizer,
+            &self.index,
+            self.search.clone(),
+            self.scoring.clone(),
+            Device::flex(),
+        )?;
         let results = retrieve_all(&retriever, queries, self.batch_queries, self.threads, progress, cancel)?;
         let rows = queries.iter().zip(&results).map(|(q, r)| candidates_row(&self.index, &q.id, r)).collect();
         Ok((rows, results))
@@ -317,7 +309,7 @@ fn add_to_run(run: &mut Run, row: &QueryCandidates) {
         .insert(row.query_id.clone(), ranking.map(|(id, &score)| ScoredDoc { doc_id: id.clone(), score }).collect());
 }
 
-fn threads(configured: usize) -> usize {
+pub fn threads(configured: usize) -> usize {
     if configured > 0 { configured } else { std::thread::available_parallelism().map_or(1, |n| n.get()) }
 }
 
@@ -377,6 +369,22 @@ fn retrieve_all(
     let slots = slots.into_inner().map_err(|_| anyhow::anyhow!("a retrieval thread panicked"))?;
     let batches = slots.into_iter().collect::<Option<Vec<_>>>().context("a retrieval thread stopped early")?;
     Ok(batches.into_iter().flatten().collect())
+}
+
+/// Retrieves `queries` with `model` (batched, on `threads` threads) into a TREC run.
+pub fn retrieve_run(
+    retriever: &Retriever<'_, Bert2Bert>,
+    index: &CorpusIndex,
+    queries: &[Query],
+    batch: usize,
+    threads: usize,
+) -> anyhow::Result<Run> {
+    let results = retrieve_all(retriever, queries, batch, threads, &NoProgress, &AtomicBool::new(false))?;
+    let mut run = Run::default();
+    for (query, retrieved) in queries.iter().zip(&results) {
+        add_to_run(&mut run, &candidates_row(index, &query.id, retrieved));
+    }
+    Ok(run)
 }
 
 fn candidates_row(index: &CorpusIndex, query_id: &str, retrieved: &Retrieved) -> QueryCandidates {

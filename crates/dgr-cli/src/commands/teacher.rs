@@ -6,20 +6,19 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
+use crate::config::Config;
 use anyhow::{Context, bail};
 use burn::tensor::Device;
 use clap::{Args as ClapArgs, Subcommand, ValueEnum};
 use dgr_coordinator::api::ShardSpec;
 use dgr_coordinator::ledger::JobSpec;
 use dgr_coordinator::worker::ShardWork;
-use dgr_core::config::{CandidateSource, Overlong};
-use crate::config::Config;
 use dgr_core::rank_lists::MANIFEST_FILE;
 use dgr_core::shards::shard_ranges;
 use dgr_teacher::candidates::{CandidateSet, Dataset};
 use dgr_teacher::import::{read_dgr_jsonl, read_score_tsv};
 use dgr_teacher::shards::{Provenance, score_range, score_set, write_set, write_shard};
-use dgr_teacher::teacher::{Teacher, TeacherSpec};
+use dgr_teacher::teacher::{CandidateSource, Teacher, TeacherConfig};
 use figment::Figment;
 use tracing::info;
 
@@ -127,7 +126,7 @@ pub fn output_dir(config: &Config, split: &str) -> PathBuf {
 /// What the teacher stage reads, and the fingerprint that ties coordinator and workers to the
 /// same inputs and settings.
 pub struct TeacherInputs {
-    pub spec: TeacherSpec,
+    pub spec: TeacherConfig,
     pub dataset: Dataset,
     pub candidates: CandidateSet,
     pub provenance: Provenance,
@@ -137,18 +136,7 @@ pub struct TeacherInputs {
 impl TeacherInputs {
     pub fn load(config: &Config, split: &str) -> anyhow::Result<Self> {
         let t = &config.teacher;
-        let spec = TeacherSpec {
-            model: t.model.clone(),
-            kind: t.kind,
-            query_prefix: t.query_prefix.clone(),
-            passage_prefix: t.passage_prefix.clone(),
-            max_tokens: t.max_tokens,
-            overlong: match t.overlong {
-                Overlong::Truncate => dgr_model::tokenizer::Overlong::Truncate,
-                Overlong::Error => dgr_model::tokenizer::Overlong::Error,
-            },
-            batch_size: t.batch_size,
-        };
+        let spec = t.clone();
         let data = config.job.data_dir();
         let dataset = Dataset::load(&data, split)
             .with_context(|| format!("cannot read split `{split}` of the dataset in {}", data.display()))?;

@@ -15,16 +15,16 @@ use dgr_core::progress::{Progress, Unit};
 use dgr_core::rank_lists::{self, RankList};
 use dgr_core::shards::{ShardManifest, read_shard_set};
 use dgr_core::views::PSEUDO_QUERY_MARK;
-use dgr_index::evidence::ScoringConfig;
 use dgr_index::store::read_manifest;
 use dgr_model::bert2bert::Bert2Bert;
 use dgr_model::tokenizer::{Overlong, TextTokenizer};
 use dgr_trainer::checkpoint::RunIdentity;
 use dgr_trainer::distill::{DistillData, DistillObjective, Markers};
-use dgr_trainer::engine::{RunSetup, train};
+use dgr_trainer::engine::{RunSetup, TrainError, train};
 use figment::Figment;
 use tracing::info;
 
+use crate::commands::dev_eval::DevEvaluation;
 use crate::commands::train_gen::{log_step, weights_checksum};
 use crate::config::Config;
 use crate::progress::Bar;
@@ -59,7 +59,8 @@ fn student_dir(config: &Config) -> PathBuf {
 
 /// A shard set's manifest, made for the train split.
 fn open_set(dir: &Path, name: &str, format: &str, version: u32, hint: &str) -> anyhow::Result<ShardManifest> {
-    let manifest = ShardManifest::open(dir, name, format, version).with_context(|| format!("cannot open {} ({hint})", dir.display()))?;
+    let manifest = ShardManifest::open(dir, name, format, version)
+        .with_context(|| format!("cannot open {} ({hint})", dir.display()))?;
     if manifest.split != SPLIT {
         bail!("{}: made for split `{}`, stage 2 trains on `{SPLIT}`", dir.join(name).display(), manifest.split);
     }
@@ -104,7 +105,11 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<()> {
     if let Some(made_with) = provenance("index_sha256")
         && made_with != index.index_sha256
     {
-        bail!("{}: the candidates were retrieved over another FM-index than {}", candidates_dir.display(), index_dir.display());
+        bail!(
+            "{}: the candidates were retrieved over another FM-index than {}",
+            candidates_dir.display(),
+            index_dir.display()
+        );
     }
     let rank_lists_dir = config.job.rank_lists_dir().join(SPLIT);
     let rank_set = open_set(
@@ -123,14 +128,7 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<()> {
     let target_tokenizer =
         TextTokenizer::from_file(&config.index.tokenizer, d.max_target_tokens)?.with_overlong(Overlong::Truncate);
     let markers = Markers { pseudo_query: source_tokenizer.tokens(vec![PSEUDO_QUERY_MARK.to_string()])?.remove(0) };
-    let r = &config.retrieve;
-    let scoring = ScoringConfig {
-        smoothing: r.smoothing,
-        exponent: r.exponent,
-        coverage: r.coverage,
-        max_hits: r.max_hits,
-        candidates: r.candidates,
-    };
+    let scoring = config.retrieve.scoring.clone();
     let prepared = DistillData::new(&queries, &corpus, &candidates, &rank_lists, &markers, &scoring, index.tokens, d)
         .with_context(|| format!("cannot build stage-2 training data from {}", rank_lists_dir.display()))?;
     let counts = prepared.counts.clone();
@@ -177,9 +175,17 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<()> {
     let setup = RunSetup { out_dir: &out, identity, fresh: args.fresh };
     let bar = Bar::new();
     bar.begin("train-distill", d.engine.steps, Unit::Items);
-    let trained = train(model, &model_config, &mut objective, &d.engine, &setup, |step, _| {
+    let evaluation = DevEvaluation::load(config, &d.engine, "train-distill")?;
+    let trained = train(model, &model_config, &mut objective, &d.engine, &setup, |step, model| {
         bar.advance(1);
         log_step("train-distill", step, d.engine.steps);
+        if let Some(evaluation) = &evaluation
+            && d.engine.evaluation_due(step.step)
+        {
+            evaluation
+                .run(config, model, step.step)
+                .map_err(|e| TrainError::Input(format!("dev evaluation: {e:#}")))?;
+        }
         Ok(())
     })?;
     bar.finish();

@@ -5,20 +5,20 @@ use std::collections::BTreeMap;
 use anyhow::{Context, bail};
 use burn::tensor::Device;
 use dgr_core::arrow_file::read_records;
-use dgr_core::config;
 use dgr_core::import::{DatasetManifest, sha256_file};
 use dgr_core::progress::{Progress, Unit};
 use dgr_core::trec::read_qrels;
 use dgr_core::{Passage, Query};
 use dgr_model::bert2bert::Bert2Bert;
-use dgr_model::tokenizer::{Overlong, TextTokenizer};
+use dgr_model::tokenizer::TextTokenizer;
 use dgr_trainer::checkpoint::RunIdentity;
-use dgr_trainer::engine::{RunSetup, StepLog, train};
+use dgr_trainer::engine::{RunSetup, StepLog, TrainError, train};
 use dgr_trainer::pairs::{PairConfig, build_pairs};
 use dgr_trainer::stage1::GenerationObjective;
 use figment::Figment;
 use tracing::{info, warn};
 
+use crate::commands::dev_eval::DevEvaluation;
 use crate::config::Config;
 use crate::progress::Bar;
 
@@ -75,10 +75,7 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<()> {
     }
     info!(pairs = pairs.len(), "built stage-1 training pairs");
 
-    let overlong = match t.overlong {
-        config::Overlong::Truncate => Overlong::Truncate,
-        config::Overlong::Error => Overlong::Error,
-    };
+    let overlong = t.overlong;
     let source_tokenizer = TextTokenizer::from_file(&t.tokenizer, t.max_source_tokens)?.with_overlong(overlong);
     let target_tokenizer = TextTokenizer::from_file(&t.tokenizer, t.max_target_tokens)?.with_overlong(overlong);
     let special = |token: &str| {
@@ -98,8 +95,7 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<()> {
         );
     }
 
-    let mut objective =
-        GenerationObjective::new(&pairs, &source_tokenizer, &target_tokenizer, pad, t.label_smoothing)?;
+    let mut objective = GenerationObjective::new(&pairs, &source_tokenizer, &target_tokenizer, pad, t.label_smoothing)?;
     let identity = RunIdentity {
         fingerprint: [
             ("init".to_string(), weights_checksum(&t.init)?),
@@ -113,9 +109,17 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<()> {
     let setup = RunSetup { out_dir: &out, identity, fresh: args.fresh };
     let bar = Bar::new();
     bar.begin("train-gen", t.engine.steps, Unit::Items);
-    let trained = train(model, &model_config, &mut objective, &t.engine, &setup, |step, _| {
+    let evaluation = DevEvaluation::load(config, &t.engine, "train-gen")?;
+    let trained = train(model, &model_config, &mut objective, &t.engine, &setup, |step, model| {
         bar.advance(1);
         log_step("train-gen", step, t.engine.steps);
+        if let Some(evaluation) = &evaluation
+            && t.engine.evaluation_due(step.step)
+        {
+            evaluation
+                .run(config, model, step.step)
+                .map_err(|e| TrainError::Input(format!("dev evaluation: {e:#}")))?;
+        }
         Ok(())
     })?;
     bar.finish();

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Side-by-side key scoring speed (stage 2's teacher forcing): dgr packed, dgr one key a row, and
+# PyTorch one key a row (the reference's way), same student, same keys, same machine, one run.
+# Keys are real: the candidates of wiki-vital train queries retrieved by a MiniLM-initialised
+# student (50 stage-1 steps suffice for the shape of the key sets; speed does not depend on
+# what the weights learnt).
+#   pip install torch transformers pyarrow tokenizers
+#   scripts/bench/key_scoring.sh [threads]          (default: 2)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+threads=${1:-2}
+job=work/bench-keys
+scripts/fetch-assets.sh >/dev/null
+cargo build --release --locked -p dgr-cli 2>/dev/null
+cargo bench -p dgr-model --bench key_scoring --no-run --locked 2>/dev/null
+mkdir -p "$job"
+cat > "$job/config.toml" <<TOML
+[job]
+dir = "$job"
+[train_gen.engine]
+steps = 50
+checkpoint_every = 0
+TOML
+dgr="target/release/dgr --config $job/config.toml"
+[ -f "$job/data/dataset.json" ] || $dgr prepare
+[ -f "$job/index/index.json" ] || $dgr index build
+[ -f "$job/stage1/weights/final/model.safetensors" ] || $dgr train-gen
+[ -f "$job/candidates/train/candidates.json" ] || $dgr retrieve --split train --limit 16
+python3 scripts/bench/key_scoring_keys.py "$job" assets/minilm/tokenizer.json "$job/keys.json" 16 6
+RAYON_NUM_THREADS=$threads cargo bench -q -p dgr-model --bench key_scoring -- "$job/stage1/weights/final" "$job/keys.json" 2>/dev/null \
+  | sed "s/^{/{\"threads\": $threads, /"
+python3 scripts/bench/key_scoring_torch.py "$job/stage1/weights/final" "$job/keys.json" --threads "$threads" 2>/dev/null \
+  | sed "s/^{/{\"threads\": $threads, /"
