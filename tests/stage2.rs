@@ -136,6 +136,11 @@ fn stage_two_trains_on_retrieved_candidates_resumes_after_kill_and_refuses_bad_i
         assert!((0.0..=1.0).contains(&step["agreement"].as_f64().unwrap()));
     }
     assert!(steps.iter().any(|s| s["rank_loss"].as_f64().unwrap() > 0.0), "the margin makes every pair violated");
+    // Before the first update the student is the one that retrieved the candidates: its passage
+    // scores from the stored keys are what retrieval gave them.
+    let gap = steps[0]["retrieval_score_gap"].as_f64().unwrap();
+    assert!(gap < 1e-4, "student scores differ from retrieval's by {gap} (relative)");
+    assert!(steps[11]["retrieval_score_gap"].as_f64().unwrap() > gap, "training moves the scores");
     // Dev retrieval after steps 6 and 12, in metrics.jsonl.
     let metrics = std::fs::read_to_string(t.join("job/metrics.jsonl")).unwrap();
     let evaluations: Vec<serde_json::Value> = metrics.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
@@ -171,8 +176,18 @@ fn stage_two_trains_on_retrieved_candidates_resumes_after_kill_and_refuses_bad_i
     let resumed = std::fs::read(t.join("job/stage2/weights/final/model.safetensors")).unwrap();
     assert!(straight == resumed, "the resumed run ends with other weights than the uninterrupted one");
 
+    // A dataset without train queries.
+    let empty = t.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let config =
+        std::fs::read_to_string(t.join("job.toml")).unwrap().replace("train = 60, dev = 40", "train = 0, dev = 100");
+    std::fs::write(empty.join("job.toml"), config).unwrap();
+    ok(&empty, &["prepare"]);
+    let stderr = fails(&empty, &["train-distill"]);
+    assert!(stderr.contains("has no judged train queries: stage 2 trains on them"), "{stderr}");
+
     // The distilled student retrieves the dev queries.
-    let student = format!("{}", s(&t.join("job/stage2/weights/final")));
+    let student = s(&t.join("job/stage2/weights/final")).to_string();
     let out = command(t, &["retrieve", "--split", "dev"]).env("DGR_RETRIEVE__MODEL", &student).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let run = dgr_core::trec::read_run(&t.join("job/runs/gr-dev.trec")).unwrap();

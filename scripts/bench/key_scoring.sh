@@ -6,13 +6,17 @@
 # what the weights learnt).
 #   pip install torch transformers pyarrow tokenizers
 #   scripts/bench/key_scoring.sh [threads]          (default: 2)
+# DGR_BENCH_PROFILE=dev runs the dev profile (dependencies optimised, dgr's own code not), which
+# needs no release build.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 threads=${1:-2}
+profile=${DGR_BENCH_PROFILE:-release}
+bin=target/$([ "$profile" = dev ] && echo debug || echo "$profile")
 job=work/bench-keys
 scripts/fetch-assets.sh >/dev/null
-cargo build --release --locked -p dgr-cli 2>/dev/null
-cargo bench -p dgr-model --bench key_scoring --no-run --locked 2>/dev/null
+cargo build --profile "$profile" --locked -p dgr-cli 2>/dev/null
+cargo bench --profile "$profile" -p dgr-model --bench key_scoring --no-run --locked 2>/dev/null
 mkdir -p "$job"
 cat > "$job/config.toml" <<TOML
 [job]
@@ -21,13 +25,13 @@ dir = "$job"
 steps = 50
 checkpoint_every = 0
 TOML
-dgr="target/release/dgr --config $job/config.toml"
+dgr="$bin/dgr --config $job/config.toml"
 [ -f "$job/data/dataset.json" ] || $dgr prepare
 [ -f "$job/index/index.json" ] || $dgr index build
 [ -f "$job/stage1/weights/final/model.safetensors" ] || $dgr train-gen
 [ -f "$job/candidates/train/candidates.json" ] || $dgr retrieve --split train --limit 16
 python3 scripts/bench/key_scoring_keys.py "$job" assets/minilm/tokenizer.json "$job/keys.json" 16 6
-RAYON_NUM_THREADS=$threads cargo bench -q -p dgr-model --bench key_scoring -- "$job/stage1/weights/final" "$job/keys.json" 2>/dev/null \
+RAYON_NUM_THREADS=$threads cargo bench -q --profile "$profile" -p dgr-model --bench key_scoring -- "$job/stage1/weights/final" "$job/keys.json" 2>/dev/null \
   | sed "s/^{/{\"threads\": $threads, /"
 python3 scripts/bench/key_scoring_torch.py "$job/stage1/weights/final" "$job/keys.json" --threads "$threads" 2>/dev/null \
   | sed "s/^{/{\"threads\": $threads, /"

@@ -201,7 +201,7 @@ fn complete_checkpoints(dir: &Path) -> Vec<(u64, PathBuf)> {
             e.path().is_dir().then(|| (step, e.path()))
         })
         .collect();
-    found.sort_by(|a, b| b.0.cmp(&a.0));
+    found.sort_by_key(|entry| std::cmp::Reverse(entry.0));
     found
 }
 

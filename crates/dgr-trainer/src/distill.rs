@@ -80,6 +80,8 @@ pub struct DistillConfig {
 struct PassageKey {
     /// Index into the query's keys.
     key: usize,
+    /// What the key added to the passage's score at retrieval.
+    retrieval_score: f64,
     /// The coverage factor the key had in this passage at retrieval.
     coverage: f64,
 }
@@ -136,6 +138,21 @@ pub struct DistillData {
     pub counts: FilterCounts,
 }
 
+/// What stage 2 is made from: the dataset's train queries and corpus, the candidates with their
+/// keys and the teacher's rank lists, and what the index says about keys.
+#[derive(Clone, Copy)]
+pub struct DistillInputs<'a> {
+    pub queries: &'a [Query],
+    pub corpus: &'a [Passage],
+    pub candidates: &'a [QueryCandidates],
+    pub rank_lists: &'a [RankList],
+    pub markers: &'a Markers,
+    /// The retrieval settings the candidates were weighed with.
+    pub scoring: &'a ScoringConfig,
+    /// Tokens in the index (N of the key weights).
+    pub total_tokens: u64,
+}
+
 /// Token ids behind the markers of the index layout.
 #[derive(Debug, Clone)]
 pub struct Markers {
@@ -147,16 +164,8 @@ impl DistillData {
     /// Joins rank lists (teacher order, labels) with candidates (keys) and the dataset (texts)
     /// and keeps the queries §5 trains on. Rank lists must come from these candidates: every
     /// ranked passage must be a candidate of its query.
-    pub fn new(
-        queries: &[Query],
-        corpus: &[Passage],
-        candidates: &[QueryCandidates],
-        rank_lists: &[RankList],
-        markers: &Markers,
-        scoring: &ScoringConfig,
-        total_tokens: u64,
-        settings: &DistillConfig,
-    ) -> Result<Self, TrainError> {
+    pub fn new(inputs: &DistillInputs, settings: &DistillConfig) -> Result<Self, TrainError> {
+        let DistillInputs { queries, corpus, candidates, rank_lists, markers, scoring, total_tokens } = *inputs;
         let queries: HashMap<&str, &Query> = queries.iter().map(|q| (q.id.as_str(), q)).collect();
         let passages: HashMap<&str, &Passage> = corpus.iter().map(|p| (p.id.as_str(), p)).collect();
         let by_query: HashMap<&str, &QueryCandidates> = candidates.iter().map(|c| (c.query_id.as_str(), c)).collect();
@@ -305,39 +314,29 @@ fn distill_passage(
     let keys_here = found
         .into_iter()
         .filter(|(k, _, _)| !keys[*k].tokens.is_empty())
-        .map(|(key, _, coverage)| PassageKey { key, coverage })
+        .map(|(key, retrieval_score, coverage)| PassageKey { key, retrieval_score, coverage })
         .collect();
     Ok(DistillPassage { teacher_score: list.teacher_scores[index], keys: keys_here })
 }
 
-/// The stage-2 loss on the engine.
+/// The stage-2 loss on the engine: the training queries, the tokenizers of sources and
+/// targets, and what key weights need besides the student (N and the scoring settings the
+/// candidates were weighed with).
 pub struct DistillObjective<'a> {
-    data: DistillData,
-    source_tokenizer: &'a TextTokenizer,
-    target_tokenizer: &'a TextTokenizer,
-    pad: u32,
-    total_tokens: u64,
-    scoring: ScoringConfig,
-    settings: DistillConfig,
-}
-
-impl<'a> DistillObjective<'a> {
-    pub fn new(
-        data: DistillData,
-        source_tokenizer: &'a TextTokenizer,
-        target_tokenizer: &'a TextTokenizer,
-        pad: u32,
-        total_tokens: u64,
-        scoring: ScoringConfig,
-        settings: DistillConfig,
-    ) -> Self {
-        DistillObjective { data, source_tokenizer, target_tokenizer, pad, total_tokens, scoring, settings }
-    }
+    pub data: DistillData,
+    pub source_tokenizer: &'a TextTokenizer,
+    pub target_tokenizer: &'a TextTokenizer,
+    pub pad: u32,
+    pub total_tokens: u64,
+    pub scoring: ScoringConfig,
+    pub settings: DistillConfig,
 }
 
 /// A sampled list and its ranking loss, before averaging.
 struct QueryLoss {
     loss: Tensor<1>,
+    /// `Σ|student score − retrieval score| / Σ|retrieval score|` over the sampled passages.
+    retrieval_gap: f64,
     /// Seconds in the encoder, key scoring (and passage scores), and the losses.
     timing: [f64; 3],
     rank: f64,
@@ -373,6 +372,7 @@ impl Objective for DistillObjective<'_> {
             ("violated_pairs", sum(|l| l.violated as f64) / n),
             ("lists_without_violation", sum(|l| l.lists_without_violation as f64)),
             ("agreement", if pairs > 0.0 { sum(|l| l.agreeing as f64) / pairs } else { 1.0 }),
+            ("retrieval_score_gap", sum(|l| l.retrieval_gap) / n),
             ("encoder_seconds", sum(|l| l.timing[0])),
             ("key_scoring_seconds", sum(|l| l.timing[1])),
             ("loss_seconds", sum(|l| l.timing[2])),
@@ -423,8 +423,13 @@ impl DistillObjective<'_> {
             passages.push(&query.positives[pos_r]);
         }
         passages.extend(negatives.iter().copied());
-        let scores = self.passage_scores(model, query, &passages, &row)?;
+        let (scores, retrieval) = self.passage_scores(model, query, &passages, &row)?;
         let key_scoring_seconds = started.elapsed().as_secs_f64();
+        // How far the student's scores are from what retrieval gave the same keys: 0 up to
+        // float error while the student is the one that retrieved the candidates.
+        let student = scores.clone().detach().into_data().convert::<f32>().try_into_vec::<f32>().unwrap_or_default();
+        let gap: f64 = student.iter().zip(&retrieval).map(|(&s, &r)| (f64::from(s) - r).abs()).sum();
+        let retrieval_gap = gap / retrieval.iter().map(|r| r.abs()).sum::<f64>().max(1e-9);
         let started = std::time::Instant::now();
         let count = passages.len();
         let pick = |indices: &[usize]| {
@@ -482,6 +487,7 @@ impl DistillObjective<'_> {
         Ok(QueryLoss {
             loss,
             timing: [encoder_seconds, key_scoring_seconds, started.elapsed().as_secs_f64()],
+            retrieval_gap,
             rank: rank_value,
             generation: generation_value,
             violated,
@@ -498,7 +504,7 @@ impl DistillObjective<'_> {
         query: &DistillQuery,
         passages: &[&DistillPassage],
         row: &dyn Fn(usize) -> EncodedSource,
-    ) -> Result<Tensor<1>, TrainError> {
+    ) -> Result<(Tensor<1>, Vec<f64>), TrainError> {
         let device = model.encoder.embeddings.word_embeddings.weight.val().device();
         // The keys these passages use, grouped by the view they are scored under.
         let mut used: Vec<usize> = passages.iter().flat_map(|p| p.keys.iter().map(|k| k.key)).collect();
@@ -520,7 +526,7 @@ impl DistillObjective<'_> {
         }
         let count = passages.len();
         if order.is_empty() {
-            return Ok(Tensor::zeros([count], &device));
+            return Ok((Tensor::zeros([count], &device), vec![0.0; count]));
         }
         let log_probs = Tensor::cat(log_probs, 0);
         let values = log_probs
@@ -534,10 +540,12 @@ impl DistillObjective<'_> {
         let keys = order.len();
         let mut slopes = vec![0f32; count * keys];
         let mut offsets = vec![0f32; count];
+        let mut retrieval = vec![0f64; count];
         for (p, passage) in passages.iter().enumerate() {
             let mut offset = 0.0;
             for key in &passage.keys {
                 let Some(&i) = position.get(&key.key) else { continue };
+                retrieval[p] += key.retrieval_score;
                 let k = &query.keys[key.key];
                 let lp = f64::from(values[i]);
                 let (weight, slope) =
@@ -549,6 +557,6 @@ impl DistillObjective<'_> {
         }
         let slopes = Tensor::<2>::from_data(TensorData::new(slopes, [count, keys]), &device);
         let offsets = Tensor::<1>::from_data(TensorData::new(offsets, [count]), &device);
-        Ok(slopes.matmul(log_probs.reshape([keys, 1])).reshape([count]) + offsets)
+        Ok((slopes.matmul(log_probs.reshape([keys, 1])).reshape([count]) + offsets, retrieval))
     }
 }

@@ -229,8 +229,14 @@ pub fn train(
     let device = model.encoder.embeddings.word_embeddings.weight.val().device();
     let mut optimizer = AdamWConfig::new().with_weight_decay(config.weight_decay as f32).with_epsilon(1e-8).init();
     let (mut step, mut cursor, mut resumed_from) = (0u64, Cursor::default(), None);
+    let timer = Instant::now();
     if let Some(restored) = restore_latest(&checkpoints, &setup.identity, &model, optimizer.clone(), &device)? {
-        info!(checkpoint = %restored.dir.display(), step = restored.state.step, "resuming");
+        info!(
+            checkpoint = %restored.dir.display(),
+            step = restored.state.step,
+            seconds = format!("{:.2}", timer.elapsed().as_secs_f64()),
+            "resuming"
+        );
         model = restored.model;
         optimizer = restored.optimizer;
         step = restored.state.step;
@@ -275,7 +281,8 @@ pub fn train(
         writeln!(log, "{line}").and_then(|_| log.flush()).map_err(io(&log_path, "cannot write training log"))?;
         let every = config.checkpoint_every;
         if step == config.steps || (every > 0 && step.is_multiple_of(every)) {
-            write_checkpoint(
+            let timer = Instant::now();
+            let written = write_checkpoint(
                 &checkpoints,
                 &model,
                 model_config,
@@ -286,11 +293,29 @@ pub fn train(
                 &setup.identity,
                 config.keep_checkpoints,
             )?;
+            info!(
+                dir = %written.display(),
+                bytes = directory_bytes(&written),
+                seconds = format!("{:.2}", timer.elapsed().as_secs_f64()),
+                "checkpoint written"
+            );
         }
         on_step(&entry, &model)?;
     }
     save_weights(&model, model_config, &out_dir.join("weights").join("final"))?;
     Ok(Trained { model, resumed_from })
+}
+
+/// Bytes of the files under `dir` (for the log).
+fn directory_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .filter_map(|e| e.ok())
+        .map(|e| match e.file_type() {
+            Ok(kind) if kind.is_dir() => directory_bytes(&e.path()),
+            _ => e.metadata().map_or(0, |m| m.len()),
+        })
+        .sum()
 }
 
 /// Opens the step log for appending, keeping only the lines of steps up to `step` (those of

@@ -11,6 +11,7 @@ mod retrieve;
 mod teacher;
 mod train_distill;
 mod train_gen;
+mod training;
 
 use std::path::Path;
 

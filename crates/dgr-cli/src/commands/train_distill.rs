@@ -11,7 +11,6 @@ use dgr_core::arrow_file::read_records;
 use dgr_core::atomic::write_atomic;
 use dgr_core::candidates::{CANDIDATES_FORMAT, CANDIDATES_MANIFEST, CANDIDATES_VERSION, QueryCandidates};
 use dgr_core::import::{DatasetManifest, sha256_file};
-use dgr_core::progress::{Progress, Unit};
 use dgr_core::rank_lists::{self, RankList};
 use dgr_core::shards::{ShardManifest, read_shard_set};
 use dgr_core::views::PSEUDO_QUERY_MARK;
@@ -19,15 +18,12 @@ use dgr_index::store::read_manifest;
 use dgr_model::bert2bert::Bert2Bert;
 use dgr_model::tokenizer::{Overlong, TextTokenizer};
 use dgr_trainer::checkpoint::RunIdentity;
-use dgr_trainer::distill::{DistillData, DistillObjective, Markers};
-use dgr_trainer::engine::{RunSetup, TrainError, train};
+use dgr_trainer::distill::{DistillData, DistillInputs, DistillObjective, Markers};
 use figment::Figment;
 use tracing::info;
 
-use crate::commands::dev_eval::DevEvaluation;
-use crate::commands::train_gen::{log_step, weights_checksum};
+use crate::commands::training::{StageRun, run_stage, weights_checksum};
 use crate::config::Config;
-use crate::progress::Bar;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -70,11 +66,14 @@ fn open_set(dir: &Path, name: &str, format: &str, version: u32, hint: &str) -> a
 pub fn run(config: &Config, args: &Args) -> anyhow::Result<()> {
     let d = &config.train_distill;
     let data = config.job.data_dir();
-    DatasetManifest::load(&data).context("run `dgr prepare` first")?;
+    let manifest = DatasetManifest::load(&data).context("run `dgr prepare` first")?;
+    if manifest.file("queries", Some(SPLIT)).is_none() || manifest.file("qrels", Some(SPLIT)).is_none() {
+        bail!("{} has no judged {SPLIT} queries: stage 2 trains on them", data.display());
+    }
     let corpus: Vec<Passage> = read_records(&data.join("corpus.arrow"))?;
     let queries: Vec<Query> = read_records(&data.join(format!("queries-{SPLIT}.arrow")))?;
     if queries.is_empty() {
-        bail!("{} has no {SPLIT} queries: stage 2 trains on them", data.display());
+        bail!("{} has no judged {SPLIT} queries: stage 2 trains on them", data.display());
     }
 
     let student = student_dir(config);
@@ -129,7 +128,16 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<()> {
         TextTokenizer::from_file(&config.index.tokenizer, d.max_target_tokens)?.with_overlong(Overlong::Truncate);
     let markers = Markers { pseudo_query: source_tokenizer.tokens(vec![PSEUDO_QUERY_MARK.to_string()])?.remove(0) };
     let scoring = config.retrieve.scoring.clone();
-    let prepared = DistillData::new(&queries, &corpus, &candidates, &rank_lists, &markers, &scoring, index.tokens, d)
+    let inputs = DistillInputs {
+        queries: &queries,
+        corpus: &corpus,
+        candidates: &candidates,
+        rank_lists: &rank_lists,
+        markers: &markers,
+        scoring: &scoring,
+        total_tokens: index.tokens,
+    };
+    let prepared = DistillData::new(&inputs, d)
         .with_context(|| format!("cannot build stage-2 training data from {}", rank_lists_dir.display()))?;
     let counts = prepared.counts.clone();
     info!(
@@ -151,15 +159,15 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<()> {
     device.seed(d.engine.seed);
     let (model, model_config, _) = Bert2Bert::load(&student, &device)
         .with_context(|| format!("cannot load the stage-1 student from {}", student.display()))?;
-    let mut objective = DistillObjective::new(
-        prepared,
-        &source_tokenizer,
-        &target_tokenizer,
-        model_config.pad_token_id,
-        index.tokens,
+    let mut objective = DistillObjective {
+        data: prepared,
+        source_tokenizer: &source_tokenizer,
+        target_tokenizer: &target_tokenizer,
+        pad: model_config.pad_token_id,
+        total_tokens: index.tokens,
         scoring,
-        d.clone(),
-    );
+        settings: d.clone(),
+    };
     let manifest_sha = |dir: &Path, name: &str| -> anyhow::Result<String> { Ok(sha256_file(&dir.join(name))?.1) };
     let identity = RunIdentity {
         fingerprint: [
@@ -172,26 +180,8 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<()> {
         .into(),
         settings: serde_json::to_value(d)?,
     };
-    let setup = RunSetup { out_dir: &out, identity, fresh: args.fresh };
-    let bar = Bar::new();
-    bar.begin("train-distill", d.engine.steps, Unit::Items);
-    let evaluation = DevEvaluation::load(config, &d.engine, "train-distill")?;
-    let trained = train(model, &model_config, &mut objective, &d.engine, &setup, |step, model| {
-        bar.advance(1);
-        log_step("train-distill", step, d.engine.steps);
-        if let Some(evaluation) = &evaluation
-            && d.engine.evaluation_due(step.step)
-        {
-            evaluation
-                .run(config, model, step.step)
-                .map_err(|e| TrainError::Input(format!("dev evaluation: {e:#}")))?;
-        }
-        Ok(())
-    })?;
-    bar.finish();
-    if let Some(step) = trained.resumed_from {
-        info!(step, "resumed from a checkpoint");
-    }
+    let run = StageRun { stage: "train-distill", engine: &d.engine, out_dir: &out, identity, fresh: args.fresh };
+    run_stage(config, run, model, &model_config, &mut objective)?;
     info!(out = %out.display(), "stage 2 done: weights/final, checkpoints/, train_log.jsonl, queries.json");
     Ok(())
 }

@@ -6,21 +6,18 @@ use anyhow::{Context, bail};
 use burn::tensor::Device;
 use dgr_core::arrow_file::read_records;
 use dgr_core::import::{DatasetManifest, sha256_file};
-use dgr_core::progress::{Progress, Unit};
 use dgr_core::trec::read_qrels;
 use dgr_core::{Passage, Query};
 use dgr_model::bert2bert::Bert2Bert;
 use dgr_model::tokenizer::TextTokenizer;
 use dgr_trainer::checkpoint::RunIdentity;
-use dgr_trainer::engine::{RunSetup, StepLog, TrainError, train};
 use dgr_trainer::pairs::{PairConfig, build_pairs};
 use dgr_trainer::stage1::GenerationObjective;
 use figment::Figment;
 use tracing::{info, warn};
 
-use crate::commands::dev_eval::DevEvaluation;
+use crate::commands::training::{StageRun, run_stage, weights_checksum};
 use crate::config::Config;
-use crate::progress::Bar;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -106,48 +103,8 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<()> {
         settings: serde_json::to_value(t)?,
     };
     let out = config.job.stage1_dir();
-    let setup = RunSetup { out_dir: &out, identity, fresh: args.fresh };
-    let bar = Bar::new();
-    bar.begin("train-gen", t.engine.steps, Unit::Items);
-    let evaluation = DevEvaluation::load(config, &t.engine, "train-gen")?;
-    let trained = train(model, &model_config, &mut objective, &t.engine, &setup, |step, model| {
-        bar.advance(1);
-        log_step("train-gen", step, t.engine.steps);
-        if let Some(evaluation) = &evaluation
-            && t.engine.evaluation_due(step.step)
-        {
-            evaluation
-                .run(config, model, step.step)
-                .map_err(|e| TrainError::Input(format!("dev evaluation: {e:#}")))?;
-        }
-        Ok(())
-    })?;
-    bar.finish();
-    if let Some(step) = trained.resumed_from {
-        info!(step, "resumed from a checkpoint");
-    }
+    let run = StageRun { stage: "train-gen", engine: &t.engine, out_dir: &out, identity, fresh: args.fresh };
+    run_stage(config, run, model, &model_config, &mut objective)?;
     info!(out = %out.display(), "stage 1 done: weights/final, checkpoints/, train_log.jsonl");
     Ok(())
-}
-
-/// The SHA-256 of a model directory's weights: what a run's checkpoints are tied to.
-pub fn weights_checksum(dir: &std::path::Path) -> anyhow::Result<String> {
-    let path = dir.join("model.safetensors");
-    Ok(sha256_file(&path).with_context(|| format!("cannot read {}", path.display()))?.1)
-}
-
-/// Logs every 10th step and the last: the loss and every measure of the objective.
-pub fn log_step(stage: &str, step: &StepLog, steps: u64) {
-    if step.step % 10 == 0 || step.step == steps {
-        let measures: Vec<String> = step.measures.iter().map(|(k, v)| format!("{k}={v:.4}")).collect();
-        info!(
-            step = step.step,
-            loss = format!("{:.4}", step.loss),
-            grad_norm = format!("{:.3}", step.grad_norm),
-            lr = step.learning_rate,
-            seconds = format!("{:.2}", step.seconds),
-            "{stage} {}",
-            measures.join(" ")
-        );
-    }
 }

@@ -1,0 +1,79 @@
+//! What both training commands share: running a stage on the engine with a progress bar, a log
+//! line every 10 steps and dev evaluations, and the checksum that ties a run to its model.
+
+use std::path::Path;
+
+use anyhow::Context;
+use dgr_core::import::sha256_file;
+use dgr_core::progress::{Progress, Unit};
+use dgr_model::bert2bert::{Bert2Bert, Bert2BertConfig};
+use dgr_trainer::checkpoint::RunIdentity;
+use dgr_trainer::engine::{EngineConfig, Objective, RunSetup, StepLog, TrainError, train};
+use tracing::info;
+
+use crate::commands::dev_eval::DevEvaluation;
+use crate::config::Config;
+use crate::progress::Bar;
+
+/// One stage's run: `stage` names it in logs and `metrics.jsonl`.
+pub struct StageRun<'a> {
+    pub stage: &'static str,
+    pub engine: &'a EngineConfig,
+    pub out_dir: &'a Path,
+    pub identity: RunIdentity,
+    pub fresh: bool,
+}
+
+/// Trains `model` on `objective` as `run` says, resuming from the stage's newest checkpoint.
+pub fn run_stage(
+    config: &Config,
+    run: StageRun,
+    model: Bert2Bert,
+    model_config: &Bert2BertConfig,
+    objective: &mut impl Objective,
+) -> anyhow::Result<()> {
+    let StageRun { stage, engine, out_dir, identity, fresh } = run;
+    let evaluation = DevEvaluation::load(config, engine, stage)?;
+    let setup = RunSetup { out_dir, identity, fresh };
+    let bar = Bar::new();
+    bar.begin(stage, engine.steps, Unit::Items);
+    let trained = train(model, model_config, objective, engine, &setup, |step, model| {
+        bar.advance(1);
+        log_step(stage, step, engine.steps);
+        if let Some(evaluation) = &evaluation
+            && engine.evaluation_due(step.step)
+        {
+            evaluation
+                .run(config, model, step.step)
+                .map_err(|e| TrainError::Input(format!("dev evaluation: {e:#}")))?;
+        }
+        Ok(())
+    })?;
+    bar.finish();
+    if let Some(step) = trained.resumed_from {
+        info!(step, "resumed from a checkpoint");
+    }
+    Ok(())
+}
+
+/// The SHA-256 of a model directory's weights: what a run's checkpoints are tied to.
+pub fn weights_checksum(dir: &std::path::Path) -> anyhow::Result<String> {
+    let path = dir.join("model.safetensors");
+    Ok(sha256_file(&path).with_context(|| format!("cannot read {}", path.display()))?.1)
+}
+
+/// Logs every 10th step and the last: the loss and every measure of the objective.
+pub fn log_step(stage: &str, step: &StepLog, steps: u64) {
+    if step.step.is_multiple_of(10) || step.step == steps {
+        let measures: Vec<String> = step.measures.iter().map(|(k, v)| format!("{k}={v:.4}")).collect();
+        info!(
+            step = step.step,
+            loss = format!("{:.4}", step.loss),
+            grad_norm = format!("{:.3}", step.grad_norm),
+            lr = step.learning_rate,
+            seconds = format!("{:.2}", step.seconds),
+            "{stage} {}",
+            measures.join(" ")
+        );
+    }
+}
