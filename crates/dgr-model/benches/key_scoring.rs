@@ -36,6 +36,8 @@ struct View {
 }
 
 fn main() {
+    // As the `dgr` binary does (see `dgr_model::allocator`).
+    dgr_model::allocator::keep_freed_memory();
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     let [student, keys] = args.as_slice() else {
         eprintln!("usage: key_scoring STUDENT_DIR KEYS_JSON");

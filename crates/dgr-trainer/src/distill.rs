@@ -252,8 +252,9 @@ fn query_keys(
     scoring: &ScoringConfig,
     total_tokens: u64,
 ) -> Result<Vec<QueryKey>, TrainError> {
+    let used: std::collections::HashSet<u32> = candidates.passage_keys.iter().flatten().copied().collect();
     let mut keys = Vec::with_capacity(candidates.keys.len());
-    for key in &candidates.keys {
+    for (k, key) in candidates.keys.iter().enumerate() {
         let (view, exponent) = match key.source.as_str() {
             "title" => (View::Title, scoring.exponent),
             "body" | "query-span" => (View::Body, scoring.exponent),
@@ -272,8 +273,9 @@ fn query_keys(
             }
             _ => key.tokens.clone(),
         };
+        // Only keys that count for a passage matter (a unigram key may occur nowhere).
         let (weight, _) = weight_and_slope(key.log_prob, key.count, total_tokens, scoring.smoothing, exponent);
-        if (weight - key.weight).abs() > 1e-6 * key.weight.abs().max(1.0) {
+        if used.contains(&(k as u32)) && (weight - key.weight).abs() > 1e-6 * key.weight.abs().max(1.0) {
             return Err(TrainError::Input(format!(
                 "query {}: a {} key weighs {} in the candidates but {weight} with the retrieve settings and index \
                  given (smoothing {}, exponent {}, N {total_tokens}): the candidates were made with other settings \
