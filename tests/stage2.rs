@@ -1,8 +1,8 @@
 //! The whole DGR chain through the `dgr` binary on the wiki-vital fixture: stage 1 → retrieve
-//! (train) → teacher → stage 2 → retrieve (dev) with the distilled student. Stage 2 is killed
-//! (SIGKILL) after a checkpoint and rerun: it resumes and ends with the weights of an
-//! uninterrupted run. Bad inputs are refused with messages that say what to do, and nothing is
-//! written half.
+//! (train) → teacher → stage 2 → retrieve (dev) with the distilled student. Stage 1 and stage 2
+//! are each killed (SIGKILL) after a checkpoint and rerun: each resumes and ends with the weights
+//! of an uninterrupted run. Bad inputs are refused with messages that say what to do, and
+//! nothing is written half.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -61,9 +61,31 @@ fn tiny_student(dir: &Path) {
     config.init(&device).save(dir, &config).unwrap();
 }
 
-fn stage2_steps(dir: &Path) -> Vec<serde_json::Value> {
-    let log = std::fs::read_to_string(dir.join("job/stage2/train_log.jsonl")).unwrap();
+fn steps_logged(dir: &Path, stage: &str) -> Vec<serde_json::Value> {
+    let log = std::fs::read_to_string(dir.join("job").join(stage).join("train_log.jsonl")).unwrap();
     log.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+fn stage2_steps(dir: &Path) -> Vec<serde_json::Value> {
+    steps_logged(dir, "stage2")
+}
+
+/// Starts `dgr <command>` and kills it (SIGKILL) as soon as the checkpoint of `step` is complete;
+/// returns the steps it had logged. The run must not have finished.
+fn kill_after_checkpoint(t: &Path, command_name: &str, env: &[(&str, &str)], stage: &str, step: u64) -> usize {
+    let mut child =
+        command(t, &[command_name]).envs(env.iter().copied()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let checkpoint = t.join("job").join(stage).join(format!("checkpoints/step-{step:07}/manifest.json"));
+    let started = Instant::now();
+    while !checkpoint.is_file() {
+        assert!(child.try_wait().unwrap().is_none(), "{command_name} ended before its step-{step} checkpoint");
+        assert!(started.elapsed() < Duration::from_secs(300), "no checkpoint after 300 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!t.join("job").join(stage).join("weights/final").exists(), "{command_name} had finished");
+    steps_logged(t, stage).len()
 }
 
 #[test]
@@ -92,7 +114,19 @@ fn stage_two_trains_on_retrieved_candidates_resumes_after_kill_and_refuses_bad_i
     std::fs::write(t.join("job.toml"), config).unwrap();
     ok(t, &["prepare"]);
     ok(t, &["index", "build"]);
+    // Stage 1 straight, then killed after its step-40 checkpoint and resumed: the same weights.
     ok(t, &["train-gen"]);
+    let straight = std::fs::read(t.join("job/stage1/weights/final/model.safetensors")).unwrap();
+    std::fs::remove_dir_all(t.join("job/stage1")).unwrap();
+    let every = [("DGR_TRAIN_GEN__ENGINE__CHECKPOINT_EVERY", "20")];
+    let killed_at = kill_after_checkpoint(t, "train-gen", &every, "stage1", 40);
+    assert!(killed_at < 80, "killed mid-run at step {killed_at}");
+    let out = command(t, &["train-gen"]).envs(every).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stderr.contains("resuming"), "{stderr}");
+    assert_eq!(steps_logged(t, "stage1").len(), 80);
+    let resumed = std::fs::read(t.join("job/stage1/weights/final/model.safetensors")).unwrap();
+    assert!(straight == resumed, "the resumed stage-1 run ends with other weights than the uninterrupted one");
 
     // Stage 2 needs the train candidates first, and says how to make them.
     let stderr = fails(t, &["train-distill"]);
@@ -157,18 +191,8 @@ fn stage_two_trains_on_retrieved_candidates_resumes_after_kill_and_refuses_bad_i
     std::fs::rename(t.join("job/stage2"), t.join("stage2-straight")).unwrap();
 
     // The same run killed once its step-6 checkpoint is in place, then run again.
-    let mut child = command(t, &["train-distill"]).stderr(std::process::Stdio::null()).spawn().unwrap();
-    let checkpoint = t.join("job/stage2/checkpoints/step-0000006/manifest.json");
-    let started = Instant::now();
-    while !checkpoint.is_file() {
-        assert!(child.try_wait().unwrap().is_none(), "train-distill ended before its step-6 checkpoint");
-        assert!(started.elapsed() < Duration::from_secs(300), "no checkpoint after 300 s");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let killed_at = stage2_steps(t).len();
-    assert!(killed_at < 12 && !t.join("job/stage2/weights/final").exists(), "killed mid-run at step {killed_at}");
+    let killed_at = kill_after_checkpoint(t, "train-distill", &[], "stage2", 6);
+    assert!(killed_at < 12, "killed mid-run at step {killed_at}");
     let stderr = ok(t, &["train-distill"]);
     assert!(stderr.contains("resuming"), "{stderr}");
     let steps = stage2_steps(t);
