@@ -31,6 +31,8 @@ pub enum TrainError {
     Model(#[from] dgr_model::ModelError),
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    #[error(transparent)]
+    Core(#[from] dgr_core::Error),
     #[error("{path}: {action}")]
     Io {
         path: PathBuf,
@@ -329,8 +331,7 @@ fn open_log(path: &Path, step: u64) -> Result<std::fs::File, TrainError> {
             .collect(),
         _ => Vec::new(),
     };
-    dgr_core::atomic::write_atomic(path, kept.concat().as_bytes())
-        .map_err(|e| TrainError::Input(format!("cannot rewrite the training log: {e}")))?;
+    dgr_core::atomic::write_atomic(path, kept.concat().as_bytes())?;
     std::fs::OpenOptions::new().append(true).open(path).map_err(io(path, "cannot open training log"))
 }
 
@@ -341,8 +342,8 @@ pub(crate) fn io(path: &Path, action: &'static str) -> impl FnOnce(std::io::Erro
 
 /// Saves HF-layout weights into a temporary directory and renames it into place.
 pub fn save_weights(model: &Bert2Bert, config: &Bert2BertConfig, dir: &Path) -> Result<(), TrainError> {
-    let staging = dgr_core::atomic::StagingDir::create(dir, true).map_err(CheckpointError::from)?;
+    let staging = dgr_core::atomic::StagingDir::create(dir, true)?;
     model.save(staging.path(), config)?;
-    staging.commit().map_err(CheckpointError::from)?;
+    staging.commit()?;
     Ok(())
 }
