@@ -116,6 +116,15 @@ impl JobConfig {
     pub fn stage1_dir(&self) -> PathBuf {
         self.dir.join("stage1")
     }
+    /// A configured student directory, or (when `configured` is empty) the job's stage-1
+    /// result, `stage1/weights/final`.
+    pub fn student_or_stage1(&self, configured: &Path) -> PathBuf {
+        if configured.as_os_str().is_empty() {
+            self.stage1_dir().join("weights/final")
+        } else {
+            configured.to_path_buf()
+        }
+    }
     pub fn stage2_dir(&self) -> PathBuf {
         self.dir.join("stage2")
     }

@@ -119,6 +119,11 @@ impl Bert2BertConfig {
 }
 
 impl Bert2Bert {
+    /// The device the student's parameters live on.
+    pub fn device(&self) -> Device {
+        self.encoder.embeddings.word_embeddings.weight.val().device()
+    }
+
     /// Loads a HF `EncoderDecoderModel` directory (`config.json`, `model.safetensors`).
     pub fn load(dir: &Path, device: &Device) -> Result<(Self, Bert2BertConfig, LoadReport)> {
         let config = Bert2BertConfig::from_file(&dir.join("config.json"))?;

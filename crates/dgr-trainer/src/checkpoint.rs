@@ -96,7 +96,6 @@ struct ManifestFile {
 /// applies to it.
 pub struct Restored {
     pub model: Bert2Bert,
-    pub model_config: Bert2BertConfig,
     pub optimizer: ModuleOptimizer,
     pub state: CheckpointState,
     pub dir: PathBuf,
@@ -108,7 +107,8 @@ pub fn checkpoint_name(step: u64) -> String {
 }
 
 /// Writes a checkpoint of `step` into `dir` (`<stage>/checkpoints`), points `latest` at it and
-/// removes all but the newest `keep` checkpoints. Returns its directory.
+/// removes all but the newest `keep` checkpoints. Returns its directory and the bytes of its
+/// files.
 #[allow(clippy::too_many_arguments)]
 pub fn write_checkpoint(
     dir: &Path,
@@ -120,7 +120,7 @@ pub fn write_checkpoint(
     seed: u64,
     identity: &RunIdentity,
     keep: usize,
-) -> Result<PathBuf, CheckpointError> {
+) -> Result<(PathBuf, u64), CheckpointError> {
     let name = checkpoint_name(step);
     let dest = dir.join(&name);
     let staging = StagingDir::create(&dest, true)?;
@@ -147,16 +147,17 @@ pub fn write_checkpoint(
         let (bytes, sha256) = sha256_file(&root.join(&path))?;
         files.push(ManifestFile { path, bytes, sha256 });
     }
+    let total_bytes = files.iter().map(|f| f.bytes).sum();
     let manifest = CheckpointManifest { format: CHECKPOINT_FORMAT.into(), version: CHECKPOINT_VERSION, step, files };
     write_atomic(&root.join(MANIFEST), &to_json(&manifest))?;
     staging.commit()?;
     write_atomic(&dir.join(LATEST), format!("{name}\n").as_bytes())?;
-    for old in complete_checkpoints(dir).into_iter().skip(keep.max(1)) {
+    for old in checkpoint_dirs(dir).into_iter().skip(keep.max(1)) {
         if let Err(error) = std::fs::remove_dir_all(&old.1) {
             warn!(dir = %old.1.display(), %error, "cannot remove an old checkpoint");
         }
     }
-    Ok(dest)
+    Ok((dest, total_bytes))
 }
 
 /// The newest checkpoint under `dir` whose files all check out, restored onto `device`, after
@@ -169,7 +170,7 @@ pub fn restore_latest(
     optimizer: ModuleOptimizer,
     device: &burn::tensor::Device,
 ) -> Result<Option<Restored>, CheckpointError> {
-    for (_, path) in complete_checkpoints(dir) {
+    for (_, path) in checkpoint_dirs(dir) {
         let state = match verify(&path) {
             Ok(state) => state,
             Err(error) => {
@@ -178,20 +179,20 @@ pub fn restore_latest(
             }
         };
         check_same_run(&path, &state, identity, model)?;
-        let (loaded, model_config, _) = Bert2Bert::load(&path.join(MODEL), device)?;
+        let (loaded, _, _) = Bert2Bert::load(&path.join(MODEL), device)?;
         let model = loaded.map(&mut SetIds { ids: state.parameter_ids.iter().copied() });
         let bytes = std::fs::read(path.join(OPTIMIZER))
             .map_err(|e| CheckpointError::Invalid { path: path.join(OPTIMIZER), message: e.to_string() })?;
         let optimizer = optimizer
             .from_bytes(Bytes::from_bytes_vec(bytes))
             .map_err(|e| CheckpointError::Invalid { path: path.join(OPTIMIZER), message: format!("{e:?}") })?;
-        return Ok(Some(Restored { model, model_config, optimizer, state, dir: path }));
+        return Ok(Some(Restored { model, optimizer, state, dir: path }));
     }
     Ok(None)
 }
 
 /// Checkpoint directories `step-*` under `dir`, newest first (temporary ones are hidden).
-fn complete_checkpoints(dir: &Path) -> Vec<(u64, PathBuf)> {
+fn checkpoint_dirs(dir: &Path) -> Vec<(u64, PathBuf)> {
     let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
     let mut found: Vec<(u64, PathBuf)> = entries
         .filter_map(|e| e.ok())

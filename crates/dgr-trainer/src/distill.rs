@@ -29,12 +29,11 @@ use dgr_model::bert2bert::Bert2Bert;
 use dgr_model::seq2seq::{Encoded as EncodedSource, EncoderDecoder, Source, token_cross_entropy};
 use dgr_model::tokenizer::{TextTokenizer, batch};
 use rand::Rng;
-use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::index::sample;
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{Loss, Objective, TrainError};
+use crate::engine::{Loss, NEGATIVE_POOLS, Objective, TrainError, stream};
 use crate::pairs::{PairConfig, sample_spans};
 use crate::rank_loss::{RankLossConfig, list_loss};
 
@@ -74,6 +73,9 @@ pub struct DistillConfig {
     pub loss: RankLossConfig,
     pub engine: crate::engine::EngineConfig,
 }
+
+/// The prompts a query is encoded under, in row order; the pseudo-query row only when needed.
+const PROMPTS: [View; 3] = [View::Title, View::Body, View::PseudoQuery];
 
 /// A key of a passage with what its weight needs besides the student's log-probability.
 #[derive(Debug, Clone, PartialEq)]
@@ -131,11 +133,14 @@ pub struct FilterCounts {
     pub already_separated: usize,
 }
 
-/// The stage-2 training queries.
+/// The stage-2 training queries, and what their key weights need besides the student: the
+/// scoring settings and N they were checked against.
 #[derive(Debug, Clone)]
 pub struct DistillData {
     pub queries: Vec<DistillQuery>,
     pub counts: FilterCounts,
+    scoring: ScoringConfig,
+    total_tokens: u64,
 }
 
 /// What stage 2 is made from: the dataset's train queries and corpus, the candidates with their
@@ -202,8 +207,7 @@ impl DistillData {
             let keys = query_keys(found, markers, scoring, total_tokens)?;
             let passage = |i: usize| distill_passage(found, list, i, &keys, settings.keys_per_passage);
             let others: Vec<usize> = negatives[1..].to_vec();
-            let mut rng =
-                StdRng::seed_from_u64(settings.engine.seed ^ (row as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let mut rng = stream(settings.engine.seed, NEGATIVE_POOLS, row as u64);
             let pool_size = settings.negative_pool.min(others.len());
             let mut pool: Vec<usize> =
                 sample(&mut rng, others.len(), pool_size).into_iter().map(|i| others[i]).collect();
@@ -240,7 +244,7 @@ impl DistillData {
                 counts.already_separated
             )));
         }
-        Ok(DistillData { queries: kept, counts })
+        Ok(DistillData { queries: kept, counts, scoring: scoring.clone(), total_tokens })
     }
 }
 
@@ -321,16 +325,13 @@ fn distill_passage(
     Ok(DistillPassage { teacher_score: list.teacher_scores[index], keys: keys_here })
 }
 
-/// The stage-2 loss on the engine: the training queries, the tokenizers of sources and
-/// targets, and what key weights need besides the student (N and the scoring settings the
-/// candidates were weighed with).
+/// The stage-2 loss on the engine: the training queries and the tokenizers of sources and
+/// targets.
 pub struct DistillObjective<'a> {
     pub data: DistillData,
     pub source_tokenizer: &'a TextTokenizer,
     pub target_tokenizer: &'a TextTokenizer,
     pub pad: u32,
-    pub total_tokens: u64,
-    pub scoring: ScoringConfig,
     pub settings: DistillConfig,
 }
 
@@ -387,7 +388,7 @@ impl DistillObjective<'_> {
     fn query_loss(&self, model: &Bert2Bert, item: usize, rng: &mut StdRng) -> Result<QueryLoss, TrainError> {
         let query = &self.data.queries[item];
         let settings = &self.settings;
-        let device = model.encoder.embeddings.word_embeddings.weight.val().device();
+        let device = model.device();
 
         // The lists: [pos0, negatives] and [posR, negatives], negatives = the stage-1 top one
         // and `sampled_negatives` of the pool.
@@ -403,9 +404,12 @@ impl DistillObjective<'_> {
             rng,
         );
 
-        // One encoder pass over the query under each prompt.
+        // One encoder pass over the query under each prompt it needs: title and body for the
+        // generation loss, the pseudo-query prompt only for pseudo-query keys.
         let started = std::time::Instant::now();
-        let views = [View::Title, View::Body, View::PseudoQuery];
+        let scores_pseudo_queries = settings.pseudo_query_keys == PseudoQueryKeys::Score
+            && query.keys.iter().any(|k| k.view == View::PseudoQuery);
+        let views = if scores_pseudo_queries { &PROMPTS[..] } else { &PROMPTS[..2] };
         let sources = views
             .iter()
             .map(|v| self.source_tokenizer.encode(&v.source(&query.text)))
@@ -440,7 +444,7 @@ impl DistillObjective<'_> {
             scores.clone().select(0, Tensor::from_data(TensorData::new(index, [n]), &device))
         };
         let negatives_at: Vec<usize> = (count - negatives.len()..count).collect();
-        let mut rank = None;
+        let mut halves = Vec::with_capacity(2);
         let (mut violated, mut clean, mut pairs, mut agreeing) = (0, 0, 0, 0);
         for positive_at in [0, if pos_r != 0 { 1 } else { 0 }] {
             let indices: Vec<usize> = std::iter::once(positive_at).chain(negatives_at.iter().copied()).collect();
@@ -450,16 +454,12 @@ impl DistillObjective<'_> {
             clean += usize::from(list.violated == 0);
             pairs += list.pairs;
             agreeing += list.agreeing;
-            let half = list.loss * 0.5;
-            rank = Some(match rank {
-                Some(sum) => sum + half,
-                None => half,
-            });
+            halves.push(list.loss * 0.5);
         }
-        let rank = rank.ok_or_else(|| TrainError::NoData("no list".into()))?;
+        let rank = halves.into_iter().reduce(|a, b| a + b).ok_or_else(|| TrainError::NoData("no list".into()))?;
 
         // Generation loss of pos0's title (title prompt) and a span of its text (body prompt).
-        let mut generation: Option<Tensor<1>> = None;
+        let mut generation_terms = Vec::with_capacity(2);
         for (view_row, target) in [
             (0usize, format!("{} {}", query.title.trim(), dgr_core::views::END_MARK)),
             (1, span.into_iter().next().unwrap_or_default()),
@@ -472,12 +472,9 @@ impl DistillObjective<'_> {
             let labels = vec![labels];
             let decoder_ids = model.shift_right(&labels, self.pad, &device);
             let logits = model.decode(&row(view_row), decoder_ids);
-            let ce = token_cross_entropy(logits, &labels, settings.label_smoothing).loss * 0.5;
-            generation = Some(match generation {
-                Some(sum) => sum + ce,
-                None => ce,
-            });
+            generation_terms.push(token_cross_entropy(logits, &labels, settings.label_smoothing).loss * 0.5);
         }
+        let generation = generation_terms.into_iter().reduce(|a, b| a + b);
         let rank_value = f64::from(rank.clone().detach().into_scalar::<f32>());
         let (loss, generation_value) = match generation {
             Some(generation) => {
@@ -507,7 +504,7 @@ impl DistillObjective<'_> {
         passages: &[&DistillPassage],
         row: &dyn Fn(usize) -> EncodedSource,
     ) -> Result<(Tensor<1>, Vec<f64>), TrainError> {
-        let device = model.encoder.embeddings.word_embeddings.weight.val().device();
+        let device = model.device();
         // The keys these passages use, grouped by the view they are scored under.
         let mut used: Vec<usize> = passages.iter().flat_map(|p| p.keys.iter().map(|k| k.key)).collect();
         used.sort_unstable();
@@ -517,7 +514,7 @@ impl DistillObjective<'_> {
         }
         let mut log_probs: Vec<Tensor<1>> = Vec::new();
         let mut order: Vec<usize> = Vec::new();
-        for (view_row, view) in [View::Title, View::Body, View::PseudoQuery].into_iter().enumerate() {
+        for (view_row, &view) in PROMPTS.iter().enumerate() {
             let keys: Vec<usize> = used.iter().copied().filter(|&k| query.keys[k].view == view).collect();
             if keys.is_empty() {
                 continue;
@@ -551,7 +548,7 @@ impl DistillObjective<'_> {
                 let k = &query.keys[key.key];
                 let lp = f64::from(values[i]);
                 let (weight, slope) =
-                    weight_and_slope(lp, k.count, self.total_tokens, self.scoring.smoothing, k.exponent);
+                    weight_and_slope(lp, k.count, self.data.total_tokens, self.data.scoring.smoothing, k.exponent);
                 slopes[p * keys + i] += (key.coverage * slope) as f32;
                 offset += key.coverage * (weight - slope * lp);
             }

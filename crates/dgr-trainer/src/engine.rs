@@ -191,8 +191,11 @@ impl DataOrder {
     }
 }
 
+// Purposes of `stream`, in one place so that no two draw the same numbers.
 const DATA_ORDER: u64 = 1;
 const STEP_DRAWS: u64 = 2;
+/// Stage 2's negative pools, drawn once per query.
+pub const NEGATIVE_POOLS: u64 = 3;
 
 /// An independent generator for `(seed, purpose, n)`.
 pub fn stream(seed: u64, purpose: u64, n: u64) -> StdRng {
@@ -228,7 +231,7 @@ pub fn train(
     if setup.fresh && checkpoints.exists() {
         std::fs::remove_dir_all(&checkpoints).map_err(io(&checkpoints, "cannot remove old checkpoints"))?;
     }
-    let device = model.encoder.embeddings.word_embeddings.weight.val().device();
+    let device = model.device();
     let mut optimizer = AdamWConfig::new().with_weight_decay(config.weight_decay as f32).with_epsilon(1e-8).init();
     let (mut step, mut cursor, mut resumed_from) = (0u64, Cursor::default(), None);
     let timer = Instant::now();
@@ -277,14 +280,14 @@ pub fn train(
         model = optimizer.step(lr, model, grads);
         measures.insert("optimizer_seconds".into(), timer.elapsed().as_secs_f64());
         step += 1;
-        let entry = StepLog { step, loss: loss_sum, grad_norm, learning_rate: lr, seconds: 0.0, measures };
-        let entry = StepLog { seconds: started.elapsed().as_secs_f64(), ..entry };
+        let seconds = started.elapsed().as_secs_f64();
+        let entry = StepLog { step, loss: loss_sum, grad_norm, learning_rate: lr, seconds, measures };
         let line = serde_json::to_string(&entry).unwrap_or_default();
         writeln!(log, "{line}").and_then(|_| log.flush()).map_err(io(&log_path, "cannot write training log"))?;
         let every = config.checkpoint_every;
         if step == config.steps || (every > 0 && step.is_multiple_of(every)) {
             let timer = Instant::now();
-            let written = write_checkpoint(
+            let (written, bytes) = write_checkpoint(
                 &checkpoints,
                 &model,
                 model_config,
@@ -297,7 +300,7 @@ pub fn train(
             )?;
             info!(
                 dir = %written.display(),
-                bytes = directory_bytes(&written),
+                bytes,
                 seconds = format!("{:.2}", timer.elapsed().as_secs_f64()),
                 "checkpoint written"
             );
@@ -306,18 +309,6 @@ pub fn train(
     }
     save_weights(&model, model_config, &out_dir.join("weights").join("final"))?;
     Ok(Trained { model, resumed_from })
-}
-
-/// Bytes of the files under `dir` (for the log).
-fn directory_bytes(dir: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
-    entries
-        .filter_map(|e| e.ok())
-        .map(|e| match e.file_type() {
-            Ok(kind) if kind.is_dir() => directory_bytes(&e.path()),
-            _ => e.metadata().map_or(0, |m| m.len()),
-        })
-        .sum()
 }
 
 /// Opens the step log for appending, keeping only the lines of steps up to `step` (those of

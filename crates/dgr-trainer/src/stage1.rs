@@ -87,7 +87,7 @@ impl Objective for GenerationObjective {
     }
 
     fn loss(&mut self, model: &Bert2Bert, items: &[usize], _rng: &mut StdRng) -> Result<Loss, TrainError> {
-        let device = model.encoder.embeddings.word_embeddings.weight.val().device();
+        let device = model.device();
         let sources: Vec<Encoded> = items.iter().map(|&i| self.data[i].source.clone()).collect();
         let labels: Vec<Vec<i64>> = items.iter().map(|&i| self.data[i].labels.clone()).collect();
         let input = batch(&sources, &device);

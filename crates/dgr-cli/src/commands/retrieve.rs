@@ -30,6 +30,7 @@ use figment::Figment;
 use tracing::info;
 
 use crate::commands::index::open_index;
+use crate::commands::training::weights_checksum;
 use crate::progress::Bar;
 
 #[derive(clap::Args)]
@@ -99,11 +100,7 @@ impl RetrieveInputs {
         index_dir: Option<PathBuf>,
     ) -> anyhow::Result<Self> {
         let r = &config.retrieve;
-        let model_dir = if r.model.as_os_str().is_empty() {
-            config.job.stage1_dir().join("weights/final")
-        } else {
-            r.model.clone()
-        };
+        let model_dir = config.job.student_or_stage1(&r.model);
         let index_dir = index_dir.unwrap_or_else(|| config.job.index_dir());
         let index_sha256 = read_manifest(&index_dir)
             .context("cannot open the FM-index (build it with `dgr index build`)")?
@@ -117,10 +114,8 @@ impl RetrieveInputs {
         if queries.is_empty() {
             bail!("{} has no queries", queries_path.display());
         }
-        let weights = model_dir.join("model.safetensors");
-        let model_sha256 = sha256_file(&weights)
-            .with_context(|| format!("no student in {} (train one with `dgr train-gen`)", model_dir.display()))?
-            .1;
+        let model_sha256 = weights_checksum(&model_dir)
+            .with_context(|| format!("no student in {} (train one with `dgr train-gen`)", model_dir.display()))?;
         // Threads are each machine's own business; everything else shapes the results.
         let settings = serde_json::to_string(&crate::config::RetrieveConfig { threads: 0, ..r.clone() })?;
         let fingerprint = format!(

@@ -1,7 +1,7 @@
 //! `dgr train-distill`: stage 2 (DGR, method §4–5). The stage-1 student learns to order the
 //! train queries' candidates as the teacher does; writes `<job.dir>/stage2/`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, bail};
 use burn::tensor::Device;
@@ -10,7 +10,7 @@ use dgr_core::Query;
 use dgr_core::arrow_file::read_records;
 use dgr_core::atomic::write_atomic;
 use dgr_core::candidates::{CANDIDATES_FORMAT, CANDIDATES_MANIFEST, CANDIDATES_VERSION, QueryCandidates};
-use dgr_core::import::{DatasetManifest, sha256_file};
+use dgr_core::import::DatasetManifest;
 use dgr_core::rank_lists::{self, RankList};
 use dgr_core::shards::{ShardManifest, read_shard_set};
 use dgr_core::views::PSEUDO_QUERY_MARK;
@@ -22,7 +22,7 @@ use dgr_trainer::distill::{DistillData, DistillInputs, DistillObjective, Markers
 use figment::Figment;
 use tracing::info;
 
-use crate::commands::training::{StageRun, run_stage, weights_checksum};
+use crate::commands::training::{StageRun, file_checksum, run_stage, weights_checksum};
 use crate::config::Config;
 
 #[derive(clap::Args)]
@@ -47,12 +47,6 @@ impl Args {
 
 const SPLIT: &str = "train";
 
-/// The student stage 2 starts from.
-fn student_dir(config: &Config) -> PathBuf {
-    let d = &config.train_distill;
-    if d.student.as_os_str().is_empty() { config.job.stage1_dir().join("weights/final") } else { d.student.clone() }
-}
-
 /// A shard set's manifest, made for the train split.
 fn open_set(dir: &Path, name: &str, format: &str, version: u32, hint: &str) -> anyhow::Result<ShardManifest> {
     let manifest = ShardManifest::open(dir, name, format, version)
@@ -76,7 +70,7 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<()> {
         bail!("{} has no judged {SPLIT} queries: stage 2 trains on them", data.display());
     }
 
-    let student = student_dir(config);
+    let student = config.job.student_or_stage1(&d.student);
     let student_sha256 = weights_checksum(&student)
         .with_context(|| format!("no stage-1 student in {} (train one with `dgr train-gen`)", student.display()))?;
     let index_dir = config.job.index_dir();
@@ -127,14 +121,13 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<()> {
     let target_tokenizer =
         TextTokenizer::from_file(&config.index.tokenizer, d.max_target_tokens)?.with_overlong(Overlong::Truncate);
     let markers = Markers { pseudo_query: source_tokenizer.tokens(vec![PSEUDO_QUERY_MARK.to_string()])?.remove(0) };
-    let scoring = config.retrieve.scoring.clone();
     let inputs = DistillInputs {
         queries: &queries,
         corpus: &corpus,
         candidates: &candidates,
         rank_lists: &rank_lists,
         markers: &markers,
-        scoring: &scoring,
+        scoring: &config.retrieve.scoring,
         total_tokens: index.tokens,
     };
     let prepared = DistillData::new(&inputs, d)
@@ -164,18 +157,15 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<()> {
         source_tokenizer: &source_tokenizer,
         target_tokenizer: &target_tokenizer,
         pad: model_config.pad_token_id,
-        total_tokens: index.tokens,
-        scoring,
         settings: d.clone(),
     };
-    let manifest_sha = |dir: &Path, name: &str| -> anyhow::Result<String> { Ok(sha256_file(&dir.join(name))?.1) };
     let identity = RunIdentity {
         fingerprint: [
             ("student".to_string(), student_sha256),
-            ("candidates".to_string(), manifest_sha(&candidates_dir, CANDIDATES_MANIFEST)?),
-            ("rank_lists".to_string(), manifest_sha(&rank_lists_dir, rank_lists::MANIFEST_FILE)?),
+            ("candidates".to_string(), file_checksum(&candidates_dir.join(CANDIDATES_MANIFEST))?),
+            ("rank_lists".to_string(), file_checksum(&rank_lists_dir.join(rank_lists::MANIFEST_FILE))?),
             ("index".to_string(), index.index_sha256.clone()),
-            ("dataset".to_string(), manifest_sha(&data, dgr_core::import::MANIFEST_FILE)?),
+            ("dataset".to_string(), file_checksum(&data.join(dgr_core::import::MANIFEST_FILE))?),
         ]
         .into(),
         settings: serde_json::to_value(d)?,

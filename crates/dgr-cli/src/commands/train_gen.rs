@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use anyhow::{Context, bail};
 use burn::tensor::Device;
 use dgr_core::arrow_file::read_records;
-use dgr_core::import::{DatasetManifest, sha256_file};
+use dgr_core::import::DatasetManifest;
 use dgr_core::trec::read_qrels;
 use dgr_core::{Passage, Query};
 use dgr_model::bert2bert::Bert2Bert;
@@ -16,7 +16,7 @@ use dgr_trainer::stage1::GenerationObjective;
 use figment::Figment;
 use tracing::{info, warn};
 
-use crate::commands::training::{StageRun, run_stage, weights_checksum};
+use crate::commands::training::{StageRun, file_checksum, run_stage, weights_checksum};
 use crate::config::Config;
 
 #[derive(clap::Args)]
@@ -72,9 +72,8 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<()> {
     }
     info!(pairs = pairs.len(), "built stage-1 training pairs");
 
-    let overlong = t.overlong;
-    let source_tokenizer = TextTokenizer::from_file(&t.tokenizer, t.max_source_tokens)?.with_overlong(overlong);
-    let target_tokenizer = TextTokenizer::from_file(&t.tokenizer, t.max_target_tokens)?.with_overlong(overlong);
+    let source_tokenizer = TextTokenizer::from_file(&t.tokenizer, t.max_source_tokens)?.with_overlong(t.overlong);
+    let target_tokenizer = TextTokenizer::from_file(&t.tokenizer, t.max_target_tokens)?.with_overlong(t.overlong);
     let special = |token: &str| {
         source_tokenizer.token_id(token).with_context(|| format!("{} has no {token} token", t.tokenizer.display()))
     };
@@ -96,8 +95,8 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<()> {
     let identity = RunIdentity {
         fingerprint: [
             ("init".to_string(), weights_checksum(&t.init)?),
-            ("dataset".to_string(), sha256_file(&data.join(dgr_core::import::MANIFEST_FILE))?.1),
-            ("tokenizer".to_string(), sha256_file(&t.tokenizer)?.1),
+            ("dataset".to_string(), file_checksum(&data.join(dgr_core::import::MANIFEST_FILE))?),
+            ("tokenizer".to_string(), file_checksum(&t.tokenizer)?),
         ]
         .into(),
         settings: serde_json::to_value(t)?,

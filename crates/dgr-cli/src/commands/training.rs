@@ -57,13 +57,17 @@ pub fn run_stage(
 }
 
 /// The SHA-256 of a model directory's weights: what a run's checkpoints are tied to.
-pub fn weights_checksum(dir: &std::path::Path) -> anyhow::Result<String> {
-    let path = dir.join("model.safetensors");
-    Ok(sha256_file(&path).with_context(|| format!("cannot read {}", path.display()))?.1)
+pub fn weights_checksum(dir: &Path) -> anyhow::Result<String> {
+    file_checksum(&dir.join("model.safetensors"))
+}
+
+/// The SHA-256 of an input file, for a run's fingerprint.
+pub fn file_checksum(path: &Path) -> anyhow::Result<String> {
+    Ok(sha256_file(path).with_context(|| format!("cannot read {}", path.display()))?.1)
 }
 
 /// Logs every 10th step and the last: the loss and every measure of the objective.
-pub fn log_step(stage: &str, step: &StepLog, steps: u64) {
+fn log_step(stage: &str, step: &StepLog, steps: u64) {
     if step.step.is_multiple_of(10) || step.step == steps {
         let measures: Vec<String> = step.measures.iter().map(|(k, v)| format!("{k}={v:.4}")).collect();
         info!(
