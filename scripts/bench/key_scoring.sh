@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Side-by-side key scoring speed (stage 2's teacher forcing): dgr packed, dgr one key a row, and
-# PyTorch one key a row (the reference's way), same student, same keys, same machine, one run.
+# Side-by-side key scoring speed (stage 2's teacher forcing): dgr packed (a token tree), dgr one
+# key a row, and PyTorch one key a row (the reference's way), same student, same keys, same
+# machine, one run.
 # Keys are real: the candidates of wiki-vital train queries retrieved by a MiniLM-initialised
 # student (50 stage-1 steps suffice for the shape of the key sets; speed does not depend on
 # what the weights learnt).

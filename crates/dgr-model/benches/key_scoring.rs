@@ -4,9 +4,9 @@
 //!
 //! Input: a student directory and a JSON file of queries, each with its views' source token
 //! ids and keys (made by scripts/bench/key_scoring_keys.py from a job's candidate shards).
-//! Each view's source is encoded once; its keys are scored either packed (keys that are
-//! prefixes of another share its row: `score_keys_packed`) or one key a padded row
-//! (`score_keys`). Prints one JSON object per way: keys/s (median over repeats), rows decoded,
+//! Each view's source is encoded once; its keys are scored either packed (a token tree, each
+//! shared prefix decoded once: `score_keys_packed`) or one key a padded row (`score_keys`).
+//! Prints one JSON object per way: keys/s (median over repeats), decoder positions computed,
 //! and the sum of all scores (the two ways and PyTorch must agree on it).
 //!
 //! Run: `cargo bench -p dgr-model --bench key_scoring -- STUDENT_DIR KEYS_JSON`
@@ -17,7 +17,8 @@ use std::time::Instant;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use dgr_model::bert2bert::Bert2Bert;
-use dgr_model::seq2seq::{EncoderDecoder, PackedKeys, Source};
+use dgr_model::key_trie::KeyTrie;
+use dgr_model::seq2seq::{EncoderDecoder, Source};
 
 #[derive(serde::Deserialize)]
 struct Queries {
@@ -53,10 +54,10 @@ fn main() {
     for packed in [true, false] {
         let mut times = Vec::new();
         let mut sum = 0.0f64;
-        let mut rows = 0usize;
+        let mut positions = 0usize;
         for repeat in 0..=repeats {
             let started = Instant::now();
-            (sum, rows) = (0.0, 0);
+            (sum, positions) = (0.0, 0);
             for query in &queries.queries {
                 let mut scores: Vec<Tensor<1>> = Vec::new();
                 for view in &query.views {
@@ -68,10 +69,10 @@ fn main() {
                     };
                     let encoded = model.encode(&source);
                     scores.push(if packed {
-                        rows += PackedKeys::new(&view.keys).rows.len();
+                        positions += KeyTrie::new(&view.keys, model.decoder_start()).positions();
                         model.score_keys_packed(&encoded, &view.keys)
                     } else {
-                        rows += view.keys.len();
+                        positions += view.keys.len() * view.keys.iter().map(Vec::len).max().unwrap_or(1);
                         model.score_keys(&encoded, &view.keys)
                     });
                 }
@@ -91,7 +92,7 @@ fn main() {
                 "system": if packed { "dgr packed" } else { "dgr one key a row" },
                 "queries": queries.queries.len(),
                 "keys": total_keys,
-                "rows_decoded": rows,
+                "positions_decoded": positions,
                 "seconds": median,
                 "keys_per_second": total_keys as f64 / median,
                 "score_sum": sum,

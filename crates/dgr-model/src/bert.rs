@@ -239,6 +239,17 @@ impl BertEmbeddings {
         let positions = Tensor::<1, Int>::arange(start..start + length as i64, &input_ids.device())
             .reshape([1, length])
             .expand([batch, length]);
+        self.forward_positions(input_ids, token_type_ids, positions)
+    }
+
+    /// As [`BertEmbeddings::forward`], with the position id of every token given (`[batch,
+    /// length]`; tokens laid out as a tree take their depth).
+    pub fn forward_positions(
+        &self,
+        input_ids: Tensor<2, Int>,
+        token_type_ids: Tensor<2, Int>,
+        positions: Tensor<2, Int>,
+    ) -> Tensor<3> {
         let x = self.word_embeddings.forward(input_ids)
             + self.position_embeddings.forward(positions)
             + self.token_type_embeddings.forward(token_type_ids);

@@ -201,13 +201,13 @@ impl Bert2Bert {
         save_model_dir(self, dir, &json, &[(r"\.self_attn\.", ".self."), (r"\.layer_norm\.", ".LayerNorm.")])
     }
 
-    fn decoder_layers(&self, x: Tensor<3>, encoded: &Encoded, causal: Tensor<4, Bool>) -> Tensor<3> {
+    fn decoder_layers(&self, x: Tensor<3>, encoded: &Encoded, hidden: Tensor<4, Bool>) -> Tensor<3> {
         let [_, length, _] = x.dims();
         let heads = self.decoder.bert.encoder.layer.first().map_or(1, |l| l.crossattention.self_attn.heads);
         let cross = padding_mask(&encoded.mask, heads, length);
         let mut x = x;
         for layer in &self.decoder.bert.encoder.layer {
-            x = layer.attention.forward(x.clone(), x, causal.clone());
+            x = layer.attention.forward(x.clone(), x, hidden.clone());
             x = layer.crossattention.forward(x, encoded.states.clone(), cross.clone());
             x = layer.output.forward(layer.intermediate.forward(x.clone()), x);
         }
@@ -235,14 +235,19 @@ impl EncoderDecoder for Bert2Bert {
         Encoded { states: self.encoder.forward(&input), mask: source.mask.clone() }
     }
 
-    fn decode(&self, encoded: &Encoded, decoder_ids: Tensor<2, Int>) -> Tensor<3> {
+    fn decode_tree(
+        &self,
+        encoded: &Encoded,
+        decoder_ids: Tensor<2, Int>,
+        positions: Tensor<2, Int>,
+        hidden: Tensor<3, Bool>,
+    ) -> Tensor<3> {
         let [batch, length] = decoder_ids.dims();
         let heads = self.decoder.bert.encoder.layer.first().map_or(1, |l| l.attention.self_attn.heads);
-        let causal = Tensor::<2, Bool>::tril_mask([length, length], 0, &decoder_ids.device())
-            .reshape([1, 1, length, length])
-            .expand([batch, heads, length, length]);
-        let x = self.decoder.bert.embeddings.forward(decoder_ids.clone(), decoder_ids.zeros_like());
-        self.logits(self.decoder_layers(x, encoded, causal))
+        let hidden = hidden.reshape([batch, 1, length, length]).expand([batch, heads, length, length]);
+        let embeddings = &self.decoder.bert.embeddings;
+        let x = embeddings.forward_positions(decoder_ids.clone(), decoder_ids.zeros_like(), positions);
+        self.logits(self.decoder_layers(x, encoded, hidden))
     }
 
     fn decoder_start(&self) -> u32 {

@@ -4,7 +4,8 @@
 //! - [`heads`]: the teachers, a bi-encoder (mean pooling + L2 norm) and a cross-encoder
 //!   (`BertForSequenceClassification`, score = first logit);
 //! - [`seq2seq`]: the student, BART-compatible, and the [`seq2seq::EncoderDecoder`] trait with
-//!   the generation loss and teacher-forced key scores; [`bert2bert`]: the BERT2BERT student,
+//!   the generation loss and teacher-forced key scores ([`key_trie`] lays keys out as a token
+//!   tree so shared prefixes are decoded once); [`bert2bert`]: the BERT2BERT student,
 //!   warm-started from a pretrained BERT;
 //! - [`beam`]: beam search constrained by the corpus index, keeping keys; [`retrieve`]: keys of
 //!   all views plus query spans, ranked into passages by `dgr_index::evidence`;
@@ -24,6 +25,7 @@ pub mod device;
 pub mod error;
 pub mod heads;
 mod init;
+pub mod key_trie;
 pub mod retrieve;
 pub mod seq2seq;
 pub mod tokenizer;

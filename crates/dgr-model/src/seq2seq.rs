@@ -15,6 +15,7 @@ use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ModelError, Result};
+use crate::key_trie::KeyTrie;
 use crate::weights::{LoadReport, load_safetensors, save_model_dir};
 
 /// BART learned positions start at index 2 (HF `BartLearnedPositionalEmbedding`).
@@ -316,10 +317,10 @@ impl Seq2Seq {
         save_model_dir(self, dir, &json, &[(r"^(shared|encoder|decoder)\.", "model.$1.")])
     }
 
-    fn embed(&self, ids: Tensor<2, Int>, positions: &Embedding, norm: &LayerNorm) -> Tensor<3> {
-        let [batch, length] = ids.dims();
-        let tokens = self.shared.forward(ids.clone()) * self.embed_scale;
-        norm.forward(tokens + positions.forward(self::positions(batch, length, &ids.device())))
+    /// Token embeddings (scaled) plus learned positions (`positions` already offset), normed.
+    fn embed(&self, ids: Tensor<2, Int>, positions: Tensor<2, Int>, table: &Embedding, norm: &LayerNorm) -> Tensor<3> {
+        let tokens = self.shared.forward(ids) * self.embed_scale;
+        norm.forward(tokens + table.forward(positions))
     }
 
     fn logits(&self, states: Tensor<3>) -> Tensor<3> {
@@ -334,7 +335,9 @@ impl Seq2Seq {
 impl EncoderDecoder for Seq2Seq {
     fn encode(&self, source: &Source) -> Encoded {
         let e = &self.encoder;
-        let mut x = self.embed(source.ids.clone(), &e.embed_positions, &e.layernorm_embedding);
+        let [batch, length] = source.ids.dims();
+        let positions = positions(batch, length, &source.ids.device());
+        let mut x = self.embed(source.ids.clone(), positions, &e.embed_positions, &e.layernorm_embedding);
         let mask = key_padding(&source.mask, source.mask.dims()[1]);
         for layer in &e.layers {
             let attended = layer.self_attn.forward(x.clone(), x.clone(), mask.clone());
@@ -345,17 +348,20 @@ impl EncoderDecoder for Seq2Seq {
         Encoded { states: x, mask: source.mask.clone() }
     }
 
-    fn decode(&self, encoded: &Encoded, decoder_ids: Tensor<2, Int>) -> Tensor<3> {
-        let [batch, length] = decoder_ids.dims();
-        let device = decoder_ids.device();
+    fn decode_tree(
+        &self,
+        encoded: &Encoded,
+        decoder_ids: Tensor<2, Int>,
+        positions: Tensor<2, Int>,
+        hidden: Tensor<3, Bool>,
+    ) -> Tensor<3> {
+        let length = decoder_ids.dims()[1];
         let d = &self.decoder;
-        let mut x = self.embed(decoder_ids, &d.embed_positions, &d.layernorm_embedding);
-        let causal = Tensor::<2, Bool>::tril_mask([length, length], 0, &device)
-            .reshape([1, length, length])
-            .expand([batch, length, length]);
+        let positions = positions.add_scalar(POSITION_OFFSET as i64);
+        let mut x = self.embed(decoder_ids, positions, &d.embed_positions, &d.layernorm_embedding);
         let cross = key_padding(&encoded.mask, length);
         for layer in &d.layers {
-            let attended = layer.self_attn.forward(x.clone(), x.clone(), causal.clone());
+            let attended = layer.self_attn.forward(x.clone(), x.clone(), hidden.clone());
             x = layer.self_attn_layer_norm.forward(x + attended);
             let attended = layer.encoder_attn.forward(x.clone(), encoded.states.clone(), cross.clone());
             x = layer.encoder_attn_layer_norm.forward(x + attended);
@@ -404,8 +410,30 @@ impl EncoderDecoder for Seq2Seq {
 /// teacher-forced decoder, incremental decoding with a cache, and the start token. The student architectures implement it.
 pub trait EncoderDecoder {
     fn encode(&self, source: &Source) -> Encoded;
+
+    /// Logits `[batch, length, vocab]` for decoder inputs `[batch, length]` laid out as trees:
+    /// `positions [batch, length]` are the position ids (a token's depth; the start token's is
+    /// 0) and `hidden [batch, length, length]` is true where a token may not attend to another.
+    /// With positions `0..length` and a causal mask this is [`EncoderDecoder::decode`].
+    fn decode_tree(
+        &self,
+        encoded: &Encoded,
+        decoder_ids: Tensor<2, Int>,
+        positions: Tensor<2, Int>,
+        hidden: Tensor<3, Bool>,
+    ) -> Tensor<3>;
+
     /// Logits `[batch, length, vocab]` for decoder inputs `[batch, length]` (teacher forcing).
-    fn decode(&self, encoded: &Encoded, decoder_ids: Tensor<2, Int>) -> Tensor<3>;
+    fn decode(&self, encoded: &Encoded, decoder_ids: Tensor<2, Int>) -> Tensor<3> {
+        let [batch, length] = decoder_ids.dims();
+        let device = decoder_ids.device();
+        let positions =
+            Tensor::<1, Int>::arange(0..length as i64, &device).reshape([1, length]).expand([batch, length]);
+        let causal = Tensor::<2, Bool>::tril_mask([length, length], 0, &device)
+            .reshape([1, length, length])
+            .expand([batch, length, length]);
+        self.decode_tree(encoded, decoder_ids, positions, causal)
+    }
     fn decoder_start(&self) -> u32;
 
     /// A cache for decoding one beam per row of `encoded` (expand `encoded` first for several
@@ -465,52 +493,51 @@ pub trait EncoderDecoder {
         log_probs.gather(2, targets.reshape([count, length, 1])).reshape([count, length]) * valid
     }
 
-    /// The same scores as [`EncoderDecoder::score_keys`], decoding less: equal keys and keys
-    /// that are prefixes of another key (every beam prefix is a key) share that key's row, and
-    /// each reads its score off the row's first tokens. `[keys]`.
+    /// The same scores as [`EncoderDecoder::score_keys`], decoding less: the keys are laid out
+    /// as a token tree ([`KeyTrie`]), so a prefix shared by several keys (every beam prefix is
+    /// a key, beams share their first tokens, keys repeat across passages) is decoded once.
+    /// `[keys]`.
     fn score_keys_packed(&self, encoded: &Encoded, keys: &[Vec<u32>]) -> Tensor<1> {
         let device = encoded.states.device();
-        let packed = PackedKeys::new(keys);
-        let token_log_probs = self.key_token_log_probs(encoded, &packed.rows);
-        let [rows, length] = token_log_probs.dims();
-        let mut select = vec![0f32; keys.len() * rows * length];
-        for (k, key) in keys.iter().enumerate() {
-            let row = packed.row_of[k];
-            for t in 0..key.len() {
-                select[k * rows * length + row * length + t] = 1.0;
+        let trie = KeyTrie::new(keys, self.decoder_start());
+        let (rows, length) = (trie.tokens.len(), trie.length());
+        let padded = |values: &[Vec<i64>], fill: i64| -> Tensor<2, Int> {
+            let flat: Vec<i64> =
+                values.iter().flat_map(|row| row.iter().copied().chain(std::iter::repeat(fill)).take(length)).collect();
+            Tensor::from_data(TensorData::new(flat, [rows, length]), &device)
+        };
+        let start = i64::from(self.decoder_start());
+        let tokens: Vec<Vec<i64>> = trie.tokens.iter().map(|r| r.iter().map(|&t| i64::from(t)).collect()).collect();
+        let depths: Vec<Vec<i64>> = trie.depths.iter().map(|r| r.iter().map(|&d| d as i64).collect()).collect();
+        let hidden = Tensor::<3, Bool>::from_data(TensorData::new(trie.hidden(), [rows, length, length]), &device);
+        let [_, source_len, d] = encoded.states.dims();
+        let repeated = Encoded {
+            states: encoded.states.clone().expand([rows, source_len, d]),
+            mask: encoded.mask.clone().expand([rows, source_len]),
+        };
+        let logits = self.decode_tree(&repeated, padded(&tokens, start), padded(&depths, 0), hidden);
+        let vocab = logits.dims()[2];
+        let log_probs = log_softmax(logits, 2).reshape([rows * length * vocab]);
+        let picks: Vec<i64> = trie
+            .picks
+            .iter()
+            .map(|&(row, position, token)| ((row * length + position) * vocab + token as usize) as i64)
+            .collect();
+        let count = picks.len().max(1);
+        let token_log_probs = if picks.is_empty() {
+            Tensor::<1>::zeros([1], &device)
+        } else {
+            log_probs.select(0, Tensor::<1, Int>::from_data(TensorData::new(picks, [count]), &device))
+        };
+        // Each key sums its tokens' log-probabilities: a 0/1 matrix [keys, tokens] times them.
+        let mut select = vec![0f32; keys.len() * count];
+        for (k, path) in trie.paths.iter().enumerate() {
+            for &pick in path {
+                select[k * count + pick] = 1.0;
             }
         }
-        let select = Tensor::<2>::from_data(TensorData::new(select, [keys.len(), rows * length]), &device);
-        select.matmul(token_log_probs.reshape([rows * length, 1])).reshape([keys.len()])
-    }
-}
-
-/// Keys packed for decoding: the distinct keys that are no prefix of another key, and for each
-/// key the row whose first tokens it is.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PackedKeys {
-    pub rows: Vec<Vec<u32>>,
-    pub row_of: Vec<usize>,
-}
-
-impl PackedKeys {
-    pub fn new(keys: &[Vec<u32>]) -> Self {
-        // In lexicographic order the keys that extend a key follow it directly, so a key that
-        // is a prefix of any other key is a prefix of the next one.
-        let mut sorted: Vec<usize> = (0..keys.len()).collect();
-        sorted.sort_by(|&a, &b| keys[a].cmp(&keys[b]));
-        let mut rows: Vec<Vec<u32>> = Vec::new();
-        let mut row_of = vec![0; keys.len()];
-        for (i, &k) in sorted.iter().enumerate().rev() {
-            match sorted.get(i + 1) {
-                Some(&next) if keys[next].starts_with(&keys[k]) => row_of[k] = row_of[next],
-                _ => {
-                    row_of[k] = rows.len();
-                    rows.push(keys[k].clone());
-                }
-            }
-        }
-        PackedKeys { rows, row_of }
+        let select = Tensor::<2>::from_data(TensorData::new(select, [keys.len(), count]), &device);
+        select.matmul(token_log_probs.reshape([count, 1])).reshape([keys.len()])
     }
 }
 

@@ -6,7 +6,8 @@ mod common;
 
 use burn::tensor::Device;
 use common::*;
-use dgr_model::seq2seq::{EncoderDecoder, PackedKeys, Seq2Seq};
+use dgr_model::key_trie::KeyTrie;
+use dgr_model::seq2seq::{EncoderDecoder, Seq2Seq};
 
 fn fixture() -> (std::path::PathBuf, serde_json::Value) {
     model_fixture("tiny-bart")
@@ -127,11 +128,19 @@ fn packed_key_scores_equal_one_key_a_row_in_value_and_gradient() {
         vec![20],
         vec![33],
     ];
-    let packed = PackedKeys::new(&keys);
-    assert_eq!(packed.rows.len(), 4, "{:?}", packed.rows);
+    // Distinct prefixes: 5, 5 9, 5 9 14, 5 9 14 3, 5 7, 20, 20 21, 33; of them 5, 5 9, 5 9 14 and
+    // 20 are extended, so one row [start, 5, 9, 14, 20] decodes all nine keys.
+    let trie = KeyTrie::new(&keys, model.decoder_start());
+    assert_eq!(trie.tokens, vec![vec![model.decoder_start(), 5, 9, 14, 20]]);
+    assert_eq!(trie.depths, vec![vec![0, 1, 2, 3, 1]]);
+    assert_eq!(trie.picks.len(), 8);
     for (k, key) in keys.iter().enumerate() {
-        assert!(packed.rows[packed.row_of[k]].starts_with(key), "{key:?}");
+        let read: Vec<u32> = trie.paths[k].iter().map(|&p| trie.picks[p].2).collect();
+        assert_eq!(&read, key);
     }
+    // 20 attends to the start token and itself, not to the 5 9 14 branch before it.
+    let hidden = trie.hidden();
+    assert_eq!(&hidden[4 * 5..5 * 5], &[false, true, true, true, false]);
 
     let weights: Vec<f32> = (0..keys.len()).map(|i| 0.5 + i as f32).collect();
     let weights = burn::tensor::Tensor::<1>::from_data(burn::tensor::TensorData::new(weights, [keys.len()]), &device);
@@ -147,4 +156,36 @@ fn packed_key_scores_equal_one_key_a_row_in_value_and_gradient() {
     // Gradients reach the embeddings summed over many positions: compared relative to the largest.
     let diff = relative_error(&grad, &expected_grad);
     assert!(diff <= 1e-5, "packed gradients differ by {diff} (relative)");
+}
+
+#[test]
+fn packed_key_scores_equal_one_key_a_row_across_several_rows() {
+    let device = Device::flex();
+    let (dir, reference) = fixture();
+    let (model, _, _) = Seq2Seq::load(&dir, &device).unwrap();
+    let full = source(&reference, &device);
+    let width = full.ids.dims()[1];
+    let first =
+        dgr_model::seq2seq::Source { ids: full.ids.slice([0..1, 0..width]), mask: full.mask.slice([0..1, 0..width]) };
+    // 600 keys of up to 12 tokens, 36 first tokens then 6: thousands of shared prefixes, rows of
+    // several first tokens each.
+    let mut state = 7u64;
+    let mut next = move |n: u64| {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (state >> 33) % n
+    };
+    let keys: Vec<Vec<u32>> = (0..600)
+        .map(|_| (0..=next(12)).map(|i| 4 + next(if i == 0 { 36 } else { 6 }) as u32).collect())
+        .chain([Vec::new()])
+        .collect();
+    let trie = KeyTrie::new(&keys, model.decoder_start());
+    assert!(trie.tokens.len() > 2, "{} rows", trie.tokens.len());
+    assert!(trie.tokens.iter().all(|row| row.len() <= dgr_model::key_trie::ROW_POSITIONS));
+
+    let encoded = model.encode(&first);
+    let packed = values(model.score_keys_packed(&encoded, &keys));
+    let row_by_row = values(model.score_keys(&encoded, &keys));
+    assert_eq!(packed[600], 0.0, "an empty key scores 0");
+    let diff = max_abs_diff(&packed, &row_by_row);
+    assert!(diff <= 1e-4, "packed scores differ by {diff}");
 }
