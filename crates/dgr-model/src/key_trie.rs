@@ -69,8 +69,10 @@ impl KeyTrie {
         let mut tokens: Vec<Vec<u32>> = vec![vec![start]];
         let mut depths: Vec<Vec<usize>> = vec![vec![0]];
         let mut parents: Vec<Vec<usize>> = vec![vec![0]];
-        // Per node: (row, position) of its own input, for inner nodes.
-        let mut slot: Vec<Option<(usize, usize)>> = vec![None; nodes.len()];
+        // Per inner node: the position of its own input in its row (its subtree's row).
+        let mut slot: Vec<usize> = vec![0; nodes.len()];
+        // The position whose output predicts a node: its parent's input, or the start token.
+        let read_at = |node: &Node, slot: &[usize]| node.parent.map_or(0, |p| slot[p]);
         let mut subtree_row: Vec<usize> = vec![0; nodes.len()];
         let inner_per_subtree = {
             let mut counts = vec![0usize; nodes.len()];
@@ -88,28 +90,19 @@ impl KeyTrie {
                     depths.push(vec![0]);
                     parents.push(vec![0]);
                 }
+                subtree_row[i] = tokens.len() - 1;
             }
-            let row = if node.parent.is_none() { tokens.len() - 1 } else { subtree_row[node.subtree] };
-            if node.parent.is_none() {
-                subtree_row[i] = row;
-            }
+            let row = subtree_row[node.subtree];
             if node.has_children {
-                let parent_position = node.parent.and_then(|p| slot[p]).map_or(0, |(_, position)| position);
-                slot[i] = Some((row, tokens[row].len()));
+                parents[row].push(read_at(node, &slot));
+                slot[i] = tokens[row].len();
                 tokens[row].push(node.token);
                 depths[row].push(node.depth);
-                parents[row].push(parent_position);
             }
         }
 
-        let picks: Vec<(usize, usize, u32)> = nodes
-            .iter()
-            .map(|node| {
-                let row = subtree_row[node.subtree];
-                let position = node.parent.and_then(|p| slot[p]).map_or(0, |(_, position)| position);
-                (row, position, node.token)
-            })
-            .collect();
+        let picks: Vec<(usize, usize, u32)> =
+            nodes.iter().map(|node| (subtree_row[node.subtree], read_at(node, &slot), node.token)).collect();
         KeyTrie { tokens, depths, parents, picks, paths: key_nodes }
     }
 

@@ -288,6 +288,17 @@ pub struct Encoded {
     pub mask: Tensor<2, Int>,
 }
 
+impl Encoded {
+    /// One source's encoding (batch 1) as `rows` identical rows, for decoding many keys of it.
+    pub fn repeat(&self, rows: usize) -> Encoded {
+        let [_, source_len, d] = self.states.dims();
+        Encoded {
+            states: self.states.clone().expand([rows, source_len, d]),
+            mask: self.mask.clone().expand([rows, source_len]),
+        }
+    }
+}
+
 fn key_padding(mask: &Tensor<2, Int>, queries: usize) -> Tensor<3, Bool> {
     let [batch, keys] = mask.dims();
     mask.clone().equal_elem(0).reshape([batch, 1, keys]).expand([batch, queries, keys])
@@ -483,12 +494,7 @@ pub trait EncoderDecoder {
         let length = keys.iter().map(Vec::len).max().unwrap_or(0).max(1);
         let labels: Vec<Vec<i64>> = keys.iter().map(|k| k.iter().map(|&t| i64::from(t)).collect()).collect();
         let decoder_ids = self.shift_right(&labels, 0, &device);
-        let [_, source_len, d] = encoded.states.dims();
-        let repeated = Encoded {
-            states: encoded.states.clone().expand([count, source_len, d]),
-            mask: encoded.mask.clone().expand([count, source_len]),
-        };
-        let log_probs = log_softmax(self.decode(&repeated, decoder_ids), 2);
+        let log_probs = log_softmax(self.decode(&encoded.repeat(count), decoder_ids), 2);
         let (targets, valid) = targets(&labels, length, &device);
         log_probs.gather(2, targets.reshape([count, length, 1])).reshape([count, length]) * valid
     }
@@ -510,12 +516,7 @@ pub trait EncoderDecoder {
         let tokens: Vec<Vec<i64>> = trie.tokens.iter().map(|r| r.iter().map(|&t| i64::from(t)).collect()).collect();
         let depths: Vec<Vec<i64>> = trie.depths.iter().map(|r| r.iter().map(|&d| d as i64).collect()).collect();
         let hidden = Tensor::<3, Bool>::from_data(TensorData::new(trie.hidden(), [rows, length, length]), &device);
-        let [_, source_len, d] = encoded.states.dims();
-        let repeated = Encoded {
-            states: encoded.states.clone().expand([rows, source_len, d]),
-            mask: encoded.mask.clone().expand([rows, source_len]),
-        };
-        let logits = self.decode_tree(&repeated, padded(&tokens, start), padded(&depths, 0), hidden);
+        let logits = self.decode_tree(&encoded.repeat(rows), padded(&tokens, start), padded(&depths, 0), hidden);
         let vocab = logits.dims()[2];
         let log_probs = log_softmax(logits, 2).reshape([rows * length * vocab]);
         let picks: Vec<i64> = trie

@@ -15,6 +15,13 @@ fn fixture() -> (std::path::PathBuf, serde_json::Value) {
 
 const PAD: u32 = 1;
 
+/// The fixture's first source alone (batch 1), as key scoring takes it.
+fn first_source(reference: &serde_json::Value, device: &Device) -> dgr_model::seq2seq::Source {
+    let full = source(reference, device);
+    let width = full.ids.dims()[1];
+    dgr_model::seq2seq::Source { ids: full.ids.slice([0..1, 0..width]), mask: full.mask.slice([0..1, 0..width]) }
+}
+
 #[test]
 fn forward_pass_and_losses_match_transformers() {
     let device = Device::flex();
@@ -112,10 +119,7 @@ fn packed_key_scores_equal_one_key_a_row_in_value_and_gradient() {
     let device = Device::flex().autodiff();
     let (dir, reference) = fixture();
     let (model, _, _) = Seq2Seq::load(&dir, &device).unwrap();
-    let full = source(&reference, &device);
-    let width = full.ids.dims()[1];
-    let first =
-        dgr_model::seq2seq::Source { ids: full.ids.slice([0..1, 0..width]), mask: full.mask.slice([0..1, 0..width]) };
+    let first = first_source(&reference, &device);
     // Beam prefixes (every prefix is a key), a repeat, keys that share a prefix and diverge.
     let keys: Vec<Vec<u32>> = vec![
         vec![5],
@@ -163,10 +167,7 @@ fn packed_key_scores_equal_one_key_a_row_across_several_rows() {
     let device = Device::flex();
     let (dir, reference) = fixture();
     let (model, _, _) = Seq2Seq::load(&dir, &device).unwrap();
-    let full = source(&reference, &device);
-    let width = full.ids.dims()[1];
-    let first =
-        dgr_model::seq2seq::Source { ids: full.ids.slice([0..1, 0..width]), mask: full.mask.slice([0..1, 0..width]) };
+    let first = first_source(&reference, &device);
     // 600 keys of up to 12 tokens, 36 first tokens then 6: thousands of shared prefixes, rows of
     // several first tokens each.
     let mut state = 7u64;
