@@ -37,9 +37,10 @@ impl ModuleVisitor for SumOfSquares<'_> {
     }
 }
 
-struct Scale<'a> {
-    grads: &'a mut GradientsParams,
-    factor: f32,
+/// Multiplies every gradient by `factor`.
+pub(crate) struct Scale<'a> {
+    pub grads: &'a mut GradientsParams,
+    pub factor: f32,
 }
 
 impl ModuleVisitor for Scale<'_> {

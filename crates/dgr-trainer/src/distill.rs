@@ -33,7 +33,7 @@ use rand::rngs::StdRng;
 use rand::seq::index::sample;
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{Loss, NEGATIVE_POOLS, Objective, TrainError, stream};
+use crate::engine::{Example, Loss, NEGATIVE_POOLS, Objective, TrainError, stream};
 use crate::pairs::{PairConfig, sample_spans};
 use crate::rank_loss::{RankLossConfig, list_loss};
 
@@ -355,10 +355,10 @@ impl Objective for DistillObjective<'_> {
         self.data.queries.len()
     }
 
-    fn loss(&mut self, model: &Bert2Bert, items: &[usize], rng: &mut StdRng) -> Result<Loss, TrainError> {
-        let mut losses = Vec::with_capacity(items.len());
-        for &item in items {
-            losses.push(self.query_loss(model, item, rng)?);
+    fn loss(&mut self, model: &Bert2Bert, examples: &mut [Example]) -> Result<Loss, TrainError> {
+        let mut losses = Vec::with_capacity(examples.len());
+        for example in examples.iter_mut() {
+            losses.push(self.query_loss(model, example.index, &mut example.rng)?);
         }
         let n = losses.len().max(1) as f64;
         let total = losses
@@ -380,7 +380,7 @@ impl Objective for DistillObjective<'_> {
             ("key_scoring_seconds", sum(|l| l.timing[1])),
             ("loss_seconds", sum(|l| l.timing[2])),
         ]);
-        Ok(Loss { loss: total, measures })
+        Ok(Loss { loss: total, weight: n, measures })
     }
 }
 

@@ -5,16 +5,25 @@
 //! What is trained on is an [`Objective`]: it knows how many examples there are and the loss of
 //! a few of them. The engine owns everything else, so a resumed run takes exactly the steps an
 //! uninterrupted one would: the data order of epoch `e` is a permutation seeded by `(seed, e)`
-//! and a step's own random draws come from a generator seeded by `(seed, step)`, so the
-//! checkpointed step and cursor are all the state randomness has.
+//! and each example's own random draws come from a generator seeded by its place in that order,
+//! so the checkpointed step and cursor are all the state randomness has.
+//!
+//! Data-parallel ranks share one cursor: each micro-batch takes `batch_size` examples per rank
+//! from the global order and rank `r` trains on the `r`-th slice. Every rank's loss is the mean
+//! over its examples' weights (tokens, queries); gradients are summed weighted and divided by the
+//! total weight of the step over all ranks, so N ranks of `b` examples take the step one rank
+//! of `N b` would, and a resumed run may use another world size without repeating or skipping
+//! an example.
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams};
 use burn::tensor::Tensor;
+use dgr_collective::{Collective, CollectiveError, Solo};
 use dgr_model::bert2bert::{Bert2Bert, Bert2BertConfig};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -24,6 +33,7 @@ use tracing::info;
 
 use crate::checkpoint::{CheckpointError, Cursor, RunIdentity, restore_latest, write_checkpoint};
 use crate::clip::clip_global_norm;
+use crate::data_parallel::all_reduce_gradients;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
@@ -33,6 +43,8 @@ pub enum TrainError {
     Checkpoint(#[from] CheckpointError),
     #[error(transparent)]
     Core(#[from] dgr_core::Error),
+    #[error(transparent)]
+    Collective(#[from] CollectiveError),
     #[error("{path}: {action}")]
     Io {
         path: PathBuf,
@@ -114,20 +126,31 @@ pub fn learning_rate(step: u64, config: &EngineConfig) -> f64 {
 }
 
 /// The loss of some examples, and named measures for the step log (averaged over the step's
-/// micro-batches; those named `*_seconds` are summed). The engine adds `backward_seconds` and
-/// `optimizer_seconds` (clipping and the AdamW update).
+/// micro-batches and ranks; those named `*_seconds` are summed over micro-batches). The engine
+/// adds `backward_seconds`, `optimizer_seconds` (clipping and the AdamW update) and, on several
+/// ranks, `all_reduce_seconds`.
 pub struct Loss {
-    /// Differentiable, shape `[1]`.
+    /// Differentiable, shape `[1]`: the mean over the examples' terms.
     pub loss: Tensor<1>,
+    /// How many terms `loss` is the mean of (label tokens, queries): a step's gradient is the
+    /// mean over all terms of its micro-batches on every rank.
+    pub weight: f64,
     pub measures: BTreeMap<&'static str, f64>,
+}
+
+/// An example of a micro-batch and its own generator, seeded by the example's place in the data
+/// order: the same draws whichever rank, batch size or resumed run trains on it.
+pub struct Example {
+    pub index: usize,
+    pub rng: StdRng,
 }
 
 /// What a stage trains on.
 pub trait Objective {
     /// Examples the data order permutes.
     fn examples(&self) -> usize;
-    /// The loss of examples `items` on `model`; `rng` is this micro-batch's own generator.
-    fn loss(&mut self, model: &Bert2Bert, items: &[usize], rng: &mut StdRng) -> Result<Loss, TrainError>;
+    /// The loss of `examples` on `model`.
+    fn loss(&mut self, model: &Bert2Bert, examples: &mut [Example]) -> Result<Loss, TrainError>;
 }
 
 /// One optimisation step, as logged (`train_log.jsonl`).
@@ -145,20 +168,35 @@ pub struct StepLog {
     pub measures: BTreeMap<String, f64>,
 }
 
-/// Where a run writes and what it is.
+/// Where a run writes, what it is, and the ranks it runs on.
 pub struct RunSetup<'a> {
-    /// The stage directory: `train_log.jsonl`, `checkpoints/`, `weights/final/`.
+    /// The stage directory: `train_log.jsonl`, `checkpoints/`, `weights/final/`. Rank 0 writes
+    /// it; on several ranks every rank reads its checkpoints (a directory all ranks share).
     pub out_dir: &'a Path,
     pub identity: RunIdentity,
     /// Start from the given model even if checkpoints exist (they are removed).
     pub fresh: bool,
+    /// The data-parallel ranks this process is one of.
+    pub collective: Box<dyn Collective + 'a>,
+    /// Set (by a signal handler) to stop after the current step with a checkpoint of it; one
+    /// rank's request stops every rank at the same step.
+    pub stop: Option<&'a AtomicBool>,
 }
 
-/// The trained student and where the run started.
+impl<'a> RunSetup<'a> {
+    /// A run on one rank that only ends when its steps are done.
+    pub fn new(out_dir: &'a Path, identity: RunIdentity, fresh: bool) -> Self {
+        RunSetup { out_dir, identity, fresh, collective: Box::new(Solo), stop: None }
+    }
+}
+
+/// The trained student and where the run started and ended.
 pub struct Trained {
     pub model: Bert2Bert,
     /// The step of the checkpoint the run resumed from, if it did.
     pub resumed_from: Option<u64>,
+    /// The step it stopped after when asked to (its checkpoint is written), if it was.
+    pub stopped_at: Option<u64>,
 }
 
 /// The permutation of each epoch, remade on demand from `(seed, epoch)`.
@@ -169,8 +207,9 @@ struct DataOrder {
 }
 
 impl DataOrder {
-    /// The next `count` examples from `cursor` on, moving it (into the next epoch when one ends).
-    fn take(&mut self, cursor: &mut Cursor, count: usize) -> Vec<usize> {
+    /// The next `count` examples from `cursor` on, moving it (into the next epoch when one ends),
+    /// each with its place in the order, `epoch << 32 | position`.
+    fn take(&mut self, cursor: &mut Cursor, count: usize) -> Vec<(usize, u64)> {
         let mut items = Vec::with_capacity(count);
         while items.len() < count {
             if cursor.position as usize >= self.examples {
@@ -184,7 +223,7 @@ impl DataOrder {
                     &self.epoch.insert((cursor.epoch, permutation)).1
                 }
             };
-            items.push(permutation[cursor.position as usize]);
+            items.push((permutation[cursor.position as usize], cursor.epoch << 32 | cursor.position));
             cursor.position += 1;
         }
         items
@@ -193,7 +232,8 @@ impl DataOrder {
 
 // Purposes of `stream`, in one place so that no two draw the same numbers.
 const DATA_ORDER: u64 = 1;
-const STEP_DRAWS: u64 = 2;
+/// An example's own draws, by its place in the data order.
+const EXAMPLE_DRAWS: u64 = 2;
 /// Stage 2's negative pools, drawn once per query.
 pub const NEGATIVE_POOLS: u64 = 3;
 
@@ -211,31 +251,35 @@ pub fn stream(seed: u64, purpose: u64, n: u64) -> StdRng {
 /// Trains `model` (on an autodiff device) for `config.steps` steps in all, resuming from the
 /// newest intact checkpoint under `setup.out_dir/checkpoints` unless `setup.fresh`. Appends one
 /// JSON line per step to `train_log.jsonl` (lines of steps after the resumed checkpoint are
-/// dropped first), checkpoints every `checkpoint_every` steps and at the end, and saves
-/// `weights/final`. `on_step` sees each step and the model after it.
+/// dropped first), checkpoints every `checkpoint_every` steps, at the end and when asked to
+/// stop, and saves `weights/final`; on several ranks, rank 0 writes all of these. `on_step`
+/// sees each step and the model after it.
 pub fn train(
     mut model: Bert2Bert,
     model_config: &Bert2BertConfig,
     objective: &mut impl Objective,
     config: &EngineConfig,
-    setup: &RunSetup,
+    setup: RunSetup,
     mut on_step: impl FnMut(&StepLog, &Bert2Bert) -> Result<(), TrainError>,
 ) -> Result<Trained, TrainError> {
     let examples = objective.examples();
     if examples == 0 {
         return Err(TrainError::NoData("no training examples".into()));
     }
-    let out_dir = setup.out_dir;
+    let RunSetup { out_dir, identity, fresh, mut collective, stop } = setup;
+    let (rank, world) = (collective.rank(), collective.world_size());
+    let writes = rank == 0;
     let checkpoints = out_dir.join("checkpoints");
     std::fs::create_dir_all(out_dir).map_err(io(out_dir, "cannot create output directory"))?;
-    if setup.fresh && checkpoints.exists() {
+    if fresh && writes && checkpoints.exists() {
         std::fs::remove_dir_all(&checkpoints).map_err(io(&checkpoints, "cannot remove old checkpoints"))?;
     }
     let device = model.device();
     let mut optimizer = AdamWConfig::new().with_weight_decay(config.weight_decay as f32).with_epsilon(1e-8).init();
     let (mut step, mut cursor, mut resumed_from) = (0u64, Cursor::default(), None);
     let timer = Instant::now();
-    if let Some(restored) = restore_latest(&checkpoints, &setup.identity, &model, optimizer.clone(), &device)? {
+    let restored = if fresh { None } else { restore_latest(&checkpoints, &identity, &model, optimizer.clone(), &device)? };
+    if let Some(restored) = restored {
         info!(
             checkpoint = %restored.dir.display(),
             step = restored.state.step,
@@ -248,44 +292,66 @@ pub fn train(
         cursor = restored.state.cursor;
         resumed_from = Some(step);
     }
+    agree_on_start(collective.as_mut(), step)?;
     let log_path = out_dir.join("train_log.jsonl");
-    let mut log = open_log(&log_path, step)?;
+    let mut log = if writes { Some(open_log(&log_path, step)?) } else { None };
 
     let mut order = DataOrder { seed: config.seed, examples, epoch: None };
     let micro_batches = config.accumulation.max(1);
+    let mut stopped_at = None;
     while step < config.steps {
         let started = Instant::now();
         let lr = learning_rate(step, config);
         let mut accumulated = GradientsAccumulator::<Bert2Bert>::new();
-        let mut loss_sum = 0.0;
+        let (mut weight_sum, mut loss_sum) = (0.0, 0.0);
         let mut measures: BTreeMap<String, f64> = BTreeMap::new();
-        for micro in 0..micro_batches {
-            let items = order.take(&mut cursor, config.batch_size);
-            let mut rng = stream(config.seed, STEP_DRAWS, step * micro_batches as u64 + micro as u64);
-            let Loss { loss, measures: these } = objective.loss(&model, &items, &mut rng)?;
-            let loss = loss / micro_batches as f64;
-            loss_sum += f64::from(loss.clone().detach().into_scalar::<f32>());
+        for _ in 0..micro_batches {
+            let global = order.take(&mut cursor, config.batch_size * world);
+            let mut mine: Vec<Example> = global[rank * config.batch_size..(rank + 1) * config.batch_size]
+                .iter()
+                .map(|&(index, place)| Example { index, rng: stream(config.seed, EXAMPLE_DRAWS, place) })
+                .collect();
+            let Loss { loss, weight, measures: these } = objective.loss(&model, &mut mine)?;
+            loss_sum += f64::from(loss.clone().detach().into_scalar::<f32>()) * weight;
+            weight_sum += weight;
             for (name, value) in these {
                 // Times add up over micro-batches; the other measures are averaged.
                 let share = if name.ends_with("_seconds") { value } else { value / micro_batches as f64 };
                 *measures.entry(name.to_string()).or_default() += share;
             }
             let timer = Instant::now();
-            accumulated.accumulate(&model, GradientsParams::from_grads(loss.backward(), &model));
+            // Weighted sums here, divided by the step's total weight once all are in.
+            accumulated.accumulate(&model, GradientsParams::from_grads((loss * weight).backward(), &model));
             *measures.entry("backward_seconds".into()).or_default() += timer.elapsed().as_secs_f64();
         }
-        let timer = Instant::now();
         let mut grads = accumulated.grads();
+        let timer = Instant::now();
+        let stop_requested = stop.is_some_and(|flag| flag.load(Ordering::SeqCst));
+        let mut scalars: Vec<f64> = [weight_sum, loss_sum, f64::from(u8::from(stop_requested))]
+            .into_iter()
+            .chain(measures.values().copied())
+            .collect();
+        all_reduce_gradients(&model, &mut grads, &mut scalars, collective.as_mut(), |sums| 1.0 / sums[0].max(1e-12) as f32)?;
+        if world > 1 {
+            for (value, sum) in measures.values_mut().zip(&scalars[3..]) {
+                *value = sum / world as f64;
+            }
+            measures.insert("all_reduce_seconds".into(), timer.elapsed().as_secs_f64());
+        }
+        let (weight_sum, loss_sum, stop_requested) = (scalars[0], scalars[1], scalars[2] > 0.0);
+        let timer = Instant::now();
         let grad_norm = clip_global_norm(&model, &mut grads, config.clip_norm);
         model = optimizer.step(lr, model, grads);
         measures.insert("optimizer_seconds".into(), timer.elapsed().as_secs_f64());
         step += 1;
         let seconds = started.elapsed().as_secs_f64();
-        let entry = StepLog { step, loss: loss_sum, grad_norm, learning_rate: lr, seconds, measures };
-        let line = serde_json::to_string(&entry).unwrap_or_default();
-        writeln!(log, "{line}").and_then(|_| log.flush()).map_err(io(&log_path, "cannot write training log"))?;
+        let entry = StepLog { step, loss: loss_sum / weight_sum.max(1e-12), grad_norm, learning_rate: lr, seconds, measures };
+        if let Some(log) = log.as_mut() {
+            let line = serde_json::to_string(&entry).unwrap_or_default();
+            writeln!(log, "{line}").and_then(|_| log.flush()).map_err(io(&log_path, "cannot write training log"))?;
+        }
         let every = config.checkpoint_every;
-        if step == config.steps || (every > 0 && step.is_multiple_of(every)) {
+        if writes && (step == config.steps || stop_requested || (every > 0 && step.is_multiple_of(every))) {
             let timer = Instant::now();
             let (written, bytes) = write_checkpoint(
                 &checkpoints,
@@ -295,7 +361,7 @@ pub fn train(
                 step,
                 cursor,
                 config.seed,
-                &setup.identity,
+                &identity,
                 config.keep_checkpoints,
             )?;
             info!(
@@ -306,9 +372,35 @@ pub fn train(
             );
         }
         on_step(&entry, &model)?;
+        if stop_requested && step < config.steps {
+            info!(step, "stopping as asked; the run resumes from this step's checkpoint");
+            stopped_at = Some(step);
+            break;
+        }
     }
-    save_weights(&model, model_config, &out_dir.join("weights").join("final"))?;
-    Ok(Trained { model, resumed_from })
+    if writes && stopped_at.is_none() {
+        save_weights(&model, model_config, &out_dir.join("weights").join("final"))?;
+    }
+    // Every rank returns once rank 0's files are written.
+    collective.barrier()?;
+    Ok(Trained { model, resumed_from, stopped_at })
+}
+
+/// Checks every rank starts from the step rank 0 starts from: ranks that read different
+/// checkpoints (a job directory that is not shared, a checkpoint written in between) would
+/// train different models.
+fn agree_on_start(collective: &mut dyn Collective, step: u64) -> Result<(), TrainError> {
+    let mut first = step.to_le_bytes();
+    collective.broadcast(&mut first, 0)?;
+    let first = u64::from_le_bytes(first);
+    if first != step {
+        return Err(TrainError::Input(format!(
+            "rank {} starts from step {step} but rank 0 from step {first}: every rank must see the same \
+             checkpoints (one job directory shared by all nodes)",
+            collective.rank()
+        )));
+    }
+    Ok(())
 }
 
 /// Opens the step log for appending, keeping only the lines of steps up to `step` (those of

@@ -9,10 +9,12 @@
 //! - [`stage1`]: the generation loss over stage-1 pairs;
 //! - [`distill`]: stage 2 (DGR): sampling of §5 and the student's passage scores of §4;
 //! - [`rank_loss`]: the distilled RankNet and its variants;
-//! - [`clip`]: gradient clipping by the global norm.
+//! - [`clip`]: gradient clipping by the global norm;
+//! - [`data_parallel`]: gradients summed over data-parallel ranks.
 
 pub mod checkpoint;
 pub mod clip;
+pub mod data_parallel;
 pub mod distill;
 pub mod engine;
 pub mod pairs;

@@ -6,10 +6,9 @@ use std::collections::BTreeMap;
 use dgr_model::bert2bert::Bert2Bert;
 use dgr_model::seq2seq::{EncoderDecoder, Source};
 use dgr_model::tokenizer::{Encoded, TextTokenizer, batch};
-use rand::rngs::StdRng;
 use tracing::warn;
 
-use crate::engine::{EngineConfig, Loss, Objective, TrainError};
+use crate::engine::{EngineConfig, Example, Loss, Objective, TrainError};
 use crate::pairs::{PairConfig, TrainingPair};
 
 /// Stage 1 (`dgr train-gen`, `[train_gen]`): the BERT2BERT student warm-started from a
@@ -86,10 +85,12 @@ impl Objective for GenerationObjective {
         self.data.len()
     }
 
-    fn loss(&mut self, model: &Bert2Bert, items: &[usize], _rng: &mut StdRng) -> Result<Loss, TrainError> {
+    fn loss(&mut self, model: &Bert2Bert, examples: &mut [Example]) -> Result<Loss, TrainError> {
         let device = model.device();
-        let sources: Vec<Encoded> = items.iter().map(|&i| self.data[i].source.clone()).collect();
-        let labels: Vec<Vec<i64>> = items.iter().map(|&i| self.data[i].labels.clone()).collect();
+        let sources: Vec<Encoded> = examples.iter().map(|e| self.data[e.index].source.clone()).collect();
+        let labels: Vec<Vec<i64>> = examples.iter().map(|e| self.data[e.index].labels.clone()).collect();
+        // The loss is the mean over label tokens.
+        let weight = labels.iter().map(Vec::len).sum::<usize>() as f64;
         let input = batch(&sources, &device);
         let source = Source { ids: input.input_ids, mask: input.attention_mask };
         let loss = model.generation_loss(&source, &labels, self.pad, self.label_smoothing);
@@ -97,6 +98,6 @@ impl Objective for GenerationObjective {
             ("nll", f64::from(loss.nll.into_scalar::<f32>())),
             ("accuracy", f64::from(loss.accuracy.into_scalar::<f32>())),
         ]);
-        Ok(Loss { loss: loss.loss, measures })
+        Ok(Loss { loss: loss.loss, weight, measures })
     }
 }

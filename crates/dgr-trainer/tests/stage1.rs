@@ -59,8 +59,8 @@ fn titles_are_learned_and_weights_are_saved_loadable() {
     let out = tmp.path().join("stage1");
     let mut seen: Vec<StepLog> = Vec::new();
     let mut objective = GenerationObjective::new(&pairs, &source_tokenizer, &target_tokenizer, 0, 0.0).unwrap();
-    let setup = RunSetup { out_dir: &out, identity: RunIdentity::default(), fresh: false };
-    train(model, &model_config, &mut objective, &config(12), &setup, |s, _| {
+    let setup = RunSetup::new(&out, RunIdentity::default(), false);
+    train(model, &model_config, &mut objective, &config(12), setup, |s, _| {
         seen.push(s.clone());
         Ok(())
     })

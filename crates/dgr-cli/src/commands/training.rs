@@ -34,10 +34,10 @@ pub fn run_stage(
 ) -> anyhow::Result<()> {
     let StageRun { stage, engine, out_dir, identity, fresh } = run;
     let evaluation = DevEvaluation::load(config, engine, stage)?;
-    let setup = RunSetup { out_dir, identity, fresh };
+    let setup = RunSetup::new(out_dir, identity, fresh);
     let bar = Bar::new();
     bar.begin(stage, engine.steps, Unit::Items);
-    let trained = train(model, model_config, objective, engine, &setup, |step, model| {
+    let trained = train(model, model_config, objective, engine, setup, |step, model| {
         bar.advance(1);
         log_step(stage, step, engine.steps);
         if let Some(evaluation) = &evaluation
