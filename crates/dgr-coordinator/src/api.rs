@@ -137,3 +137,145 @@ pub struct WorkerStatus {
 pub struct ErrorBody {
     pub error: String,
 }
+
+// Data-parallel training (`dgr coordinator --role train`): ranks join, learn their place in
+// the world, report their progress by heartbeats and leave with their outcome.
+//
+// | method, path | body | answer |
+// |---|---|---|
+// | `POST /v1/train/join` | [`JoinRequest`] | [`JoinResponse`] |
+// | `POST /v1/train/world` | [`WorldRequest`] | [`WorldResponse`] |
+// | `POST /v1/train/nccl-id` | [`NcclIdRequest`] | `{}` |
+// | `POST /v1/train/heartbeat` | [`RankHeartbeat`] | [`RankInstruction`] |
+// | `POST /v1/train/leave` | [`LeaveRequest`] | `{}` |
+// | `GET /v1/train/status` | — | [`TrainStatus`] |
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JoinRequest {
+    /// Shown by `dgr status` and in log lines that name the rank (host and process id, say).
+    pub name: String,
+    /// The node's index in the job and the process's index on its node; ranks are numbered in
+    /// this order.
+    pub node: u32,
+    pub local_rank: u32,
+    /// `host:port` where this rank accepts its ring neighbour.
+    pub ring_address: String,
+    /// The world size the rank was launched for.
+    pub world_size: usize,
+    /// The stage, its resolved settings and the program (see `dgr` docs/operations.md): ranks
+    /// of one job must agree on it.
+    pub fingerprint: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JoinResponse {
+    pub member_id: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorldRequest {
+    pub member_id: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "lowercase")]
+pub enum WorldResponse {
+    /// Not every rank has joined yet.
+    Wait { joined: usize, world_size: usize },
+    /// The world: this rank's number, every rank's ring address in rank order, the key of the
+    /// ring's handshake and, once rank 0 has made it, the NCCL unique id (hex).
+    Ready { rank: usize, world_size: usize, peers: Vec<String>, key: u64, nccl_id: Option<String> },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NcclIdRequest {
+    pub member_id: u64,
+    pub nccl_id: String,
+}
+
+/// What a rank is doing; the coordinator names a rank that computes while the others wait in
+/// a collective for too long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    Starting,
+    Compute,
+    Collective,
+    /// Work outside the step (checkpoints, dev evaluations) that others may wait for.
+    Other,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RankHeartbeat {
+    pub member_id: u64,
+    /// Steps done.
+    pub step: u64,
+    pub phase: Phase,
+    /// Seconds of the last step and of its all-reduce.
+    pub step_seconds: Option<f64>,
+    pub all_reduce_seconds: Option<f64>,
+    /// Bytes per second of the preflight all-reduce (the algorithm's bandwidth).
+    pub all_reduce_bytes_per_second: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "lowercase")]
+pub enum RankInstruction {
+    Continue,
+    /// Finish the current step, write its checkpoint and exit (preemption).
+    Stop { reason: String },
+    /// Give up now: another rank failed or hangs.
+    Abort { reason: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Finished,
+    Stopped,
+    Failed,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaveRequest {
+    pub member_id: u64,
+    pub outcome: Outcome,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainStatus {
+    pub stage: String,
+    pub world_size: usize,
+    /// `forming`, `running`, `stopping`, `failed`, `finished` or `stopped`.
+    pub state: String,
+    /// Why it is stopping or failed.
+    pub reason: Option<String>,
+    pub elapsed_seconds: f64,
+    pub ranks: Vec<RankStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RankStatus {
+    /// Assigned when the world is complete.
+    pub rank: Option<usize>,
+    pub name: String,
+    pub node: u32,
+    pub local_rank: u32,
+    pub step: u64,
+    pub phase: Phase,
+    pub seconds_in_phase: f64,
+    pub seconds_since_seen: f64,
+    pub step_seconds: Option<f64>,
+    pub all_reduce_seconds: Option<f64>,
+    pub all_reduce_bytes_per_second: Option<f64>,
+    pub outcome: Option<Outcome>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Empty {}

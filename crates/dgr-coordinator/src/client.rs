@@ -95,4 +95,29 @@ impl Client {
     pub async fn status(&self) -> Result<StatusResponse> {
         self.call::<(), _>(Method::GET, "/v1/status", None).await
     }
+
+    pub async fn train_join(&self, request: &JoinRequest) -> Result<JoinResponse> {
+        self.call(Method::POST, "/v1/train/join", Some(request)).await
+    }
+
+    pub async fn train_world(&self, member_id: u64) -> Result<WorldResponse> {
+        self.call(Method::POST, "/v1/train/world", Some(&WorldRequest { member_id })).await
+    }
+
+    pub async fn train_nccl_id(&self, member_id: u64, nccl_id: &str) -> Result<Empty> {
+        let request = NcclIdRequest { member_id, nccl_id: nccl_id.to_string() };
+        self.call(Method::POST, "/v1/train/nccl-id", Some(&request)).await
+    }
+
+    pub async fn train_heartbeat(&self, heartbeat: &RankHeartbeat) -> Result<RankInstruction> {
+        self.call(Method::POST, "/v1/train/heartbeat", Some(heartbeat)).await
+    }
+
+    pub async fn train_leave(&self, request: &LeaveRequest) -> Result<Empty> {
+        self.call(Method::POST, "/v1/train/leave", Some(request)).await
+    }
+
+    pub async fn train_status(&self) -> Result<TrainStatus> {
+        self.call::<(), _>(Method::GET, "/v1/train/status", None).await
+    }
 }

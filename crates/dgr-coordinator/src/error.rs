@@ -29,6 +29,9 @@ pub enum CoordinatorError {
     /// The coordinator stayed unreachable for the whole retry window.
     #[error("coordinator at {url} unreachable for {seconds:.0} s: {last_error}")]
     Unreachable { url: String, seconds: f64, last_error: String },
+    /// A training rank the job does not take, and why.
+    #[error("{0}")]
+    Refused(String),
     #[error("{0}")]
     Server(String),
 }

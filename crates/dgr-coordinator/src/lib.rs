@@ -10,7 +10,10 @@
 //! - [`api`]: the HTTP/JSON messages; [`server`]: the axum service (shared token, body limit,
 //!   4xx with a reason for bad requests); [`client`]: the same API for workers and `dgr status`,
 //!   retrying with backoff while the coordinator is unreachable; [`worker`]: the worker loop
-//!   around a stage's [`worker::ShardWork`].
+//!   around a stage's [`worker::ShardWork`];
+//! - [`rendezvous`] and [`train_service`]: the same service for data-parallel training ranks
+//!   (`--role train`): they join, learn the world, report their steps, and are told to stop or
+//!   abort when a rank is preempted, dies or hangs.
 //!
 //! It knows nothing of models or of what a shard holds: stages plug in through `ShardWork`
 //! and finish the set themselves once every shard is done.
@@ -20,7 +23,9 @@ pub mod assemble;
 pub mod client;
 pub mod error;
 pub mod ledger;
+pub mod rendezvous;
 pub mod server;
+pub mod train_service;
 pub mod worker;
 
 pub use error::{CoordinatorError, Result};

@@ -39,7 +39,7 @@ pub struct Service {
     /// A fair (first come, first served) lock: under load no request starves.
     ledger: Arc<tokio::sync::Mutex<Ledger>>,
     config: ServiceConfig,
-    token_digest: [u8; 32],
+    token: Arc<Token>,
     output_dir: PathBuf,
     complete: watch::Sender<bool>,
 }
@@ -55,15 +55,10 @@ fn digest(text: &str) -> [u8; 32] {
 
 impl Service {
     pub fn new(ledger: Ledger, config: ServiceConfig) -> Result<Arc<Self>> {
-        if config.token.is_empty() {
-            return Err(CoordinatorError::Server(
-                "no token: set coordinator.token or the DGR_TOKEN environment variable".into(),
-            ));
-        }
         let complete = ledger.is_complete()?;
         let output_dir = ledger.job().output_dir.clone();
         Ok(Arc::new(Service {
-            token_digest: digest(&config.token),
+            token: Arc::new(Token::new(&config.token)?),
             ledger: Arc::new(tokio::sync::Mutex::new(ledger)),
             config,
             output_dir,
@@ -88,9 +83,24 @@ impl Service {
             .map_err(|e| CoordinatorError::Server(format!("ledger task failed: {e}")))?
     }
 
-    fn token_matches(&self, given: Option<&str>) -> bool {
+}
+
+/// The job's shared secret, kept as its digest.
+pub(crate) struct Token([u8; 32]);
+
+impl Token {
+    pub(crate) fn new(token: &str) -> Result<Self> {
+        if token.is_empty() {
+            return Err(CoordinatorError::Server(
+                "no token: set coordinator.token or the DGR_TOKEN environment variable".into(),
+            ));
+        }
+        Ok(Token(digest(token)))
+    }
+
+    fn matches(&self, given: Option<&str>) -> bool {
         // Digests have a fixed length, so the comparison's time says nothing about the token.
-        given.is_some_and(|token| bool::from(digest(token).ct_eq(&self.token_digest)))
+        given.is_some_and(|token| bool::from(digest(token).ct_eq(&self.0)))
     }
 }
 
@@ -104,7 +114,7 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/v1/complete", post(complete))
         .route("/v1/status", get(status))
         .fallback(unknown_route)
-        .layer(middleware::from_fn_with_state(service.clone(), authenticate))
+        .layer(middleware::from_fn_with_state(service.token.clone(), authenticate))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(service)
 }
@@ -121,19 +131,19 @@ pub async fn serve(
         .map_err(|e| CoordinatorError::Server(format!("server failed: {e}")))
 }
 
-fn reject(status: StatusCode, reason: impl Into<String>, route: &str) -> Response {
+pub(crate) fn reject(status: StatusCode, reason: impl Into<String>, route: &str) -> Response {
     let reason = reason.into();
     warn!(status = status.as_u16(), route, %reason, "request rejected");
     (status, Json(ErrorBody { error: reason })).into_response()
 }
 
-async fn authenticate(State(service): State<Arc<Service>>, request: Request, next: Next) -> Response {
+pub(crate) async fn authenticate(State(token): State<Arc<Token>>, request: Request, next: Next) -> Response {
     let given = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    if !service.token_matches(given) {
+    if !token.matches(given) {
         let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.to_string()).unwrap_or_default();
         warn!(%peer, path = request.uri().path(), "request without the job's token");
         return (StatusCode::UNAUTHORIZED, Json(ErrorBody { error: "missing or wrong token".into() })).into_response();
@@ -141,16 +151,16 @@ async fn authenticate(State(service): State<Arc<Service>>, request: Request, nex
     next.run(request).await
 }
 
-async fn unknown_route(request: Request) -> Response {
+pub(crate) async fn unknown_route(request: Request) -> Response {
     reject(StatusCode::NOT_FOUND, format!("no route {} {}", request.method(), request.uri().path()), "fallback")
 }
 
 /// A body that is not the expected JSON: 413 too large, 400 not JSON, 422 wrong fields.
-fn bad_body(rejection: JsonRejection, route: &str) -> Response {
+pub(crate) fn bad_body(rejection: JsonRejection, route: &str) -> Response {
     reject(rejection.status(), rejection.body_text(), route)
 }
 
-fn answer<T: Serialize>(result: Result<T>, route: &str) -> Response {
+pub(crate) fn answer<T: Serialize>(result: Result<T>, route: &str) -> Response {
     match result {
         Ok(value) => Json(value).into_response(),
         Err(error) => {
@@ -158,7 +168,9 @@ fn answer<T: Serialize>(result: Result<T>, route: &str) -> Response {
                 CoordinatorError::UnknownWorker(_)
                 | CoordinatorError::UnknownShard(_)
                 | CoordinatorError::UnknownLease(_) => StatusCode::NOT_FOUND,
-                CoordinatorError::LeaseMismatch { .. } | CoordinatorError::WrongRole { .. } => StatusCode::CONFLICT,
+                CoordinatorError::LeaseMismatch { .. }
+                | CoordinatorError::WrongRole { .. }
+                | CoordinatorError::Refused(_) => StatusCode::CONFLICT,
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
             };
             reject(status, error.to_string(), route)
