@@ -5,21 +5,19 @@
 //! `SOAK_RUNS` sets how many kill runs the first test makes (default 3;
 //! `scripts/soak.sh` runs more).
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+mod common;
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{Logged, root, signal};
 use dgr_core::rank_lists::{MANIFEST_FILE, RankList, SET_FORMAT, SET_VERSION};
 use dgr_core::shards::{ShardManifest, read_shard_set};
 
 const TOKEN: &str = "test-token-0123456789";
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
 
 fn dgr(dir: &Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_dgr"));
@@ -77,72 +75,39 @@ fn assert_same_rank_lists(found: &[RankList], expected: &[RankList]) {
     }
 }
 
-/// A running coordinator: its JSON log lines arrive on `lines`.
+/// A running coordinator (its log collected as in [`Logged`]) and its URL.
 struct Coordinator {
-    child: Child,
-    lines: mpsc::Receiver<serde_json::Value>,
+    process: Logged,
     url: String,
-    log: Vec<serde_json::Value>,
+}
+
+impl std::ops::Deref for Coordinator {
+    type Target = Logged;
+    fn deref(&self) -> &Logged {
+        &self.process
+    }
+}
+
+impl std::ops::DerefMut for Coordinator {
+    fn deref_mut(&mut self) -> &mut Logged {
+        &mut self.process
+    }
 }
 
 impl Coordinator {
     fn start(dir: &Path, extra: &[&str]) -> Self {
-        let mut child = dgr(dir)
-            .args(["coordinator", "--role", "teacher"])
-            .args(extra)
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (send, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Ok(value) = serde_json::from_str::<serde_json::Value>(&line)
-                    && send.send(value).is_err()
-                {
-                    break;
-                }
-            }
-        });
-        let mut coordinator = Coordinator { child, lines, url: String::new(), log: Vec::new() };
-        let listening = coordinator.wait_for(|l| l["fields"]["message"] == "coordinator listening", 60);
-        coordinator.url = listening["fields"]["url"].as_str().unwrap().to_string();
-        coordinator
-    }
-
-    /// The first log line (from now) that `matches`, collecting the log on the way.
-    fn wait_for(&mut self, matches: impl Fn(&serde_json::Value) -> bool, seconds: u64) -> serde_json::Value {
-        let deadline = Instant::now() + Duration::from_secs(seconds);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.log.push(line.clone());
-                    if matches(&line) {
-                        return line;
-                    }
-                }
-                Err(_) => panic!("coordinator log never showed the expected line; log so far: {:#?}", self.log),
-            }
-        }
+        let mut command = dgr(dir);
+        command.args(["coordinator", "--role", "teacher"]).args(extra);
+        let mut process = Logged::spawn(command, "coordinator");
+        let listening = process.wait_for(|l| l["fields"]["message"] == "coordinator listening", 60);
+        let url = listening["fields"]["url"].as_str().unwrap().to_string();
+        Coordinator { process, url }
     }
 
     /// Waits for the process to end (after the job), collecting the rest of its log.
     fn finish(&mut self, seconds: u64) {
-        let deadline = Instant::now() + Duration::from_secs(seconds);
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "coordinator failed: {:#?}", self.log);
-                std::thread::sleep(Duration::from_millis(100));
-                self.log.extend(self.lines.try_iter());
-                return;
-            }
-            self.log.extend(self.lines.try_iter());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        panic!("coordinator did not finish the job in {seconds} s; log: {:#?}", self.log);
+        let status = self.wait_exit(seconds);
+        assert!(status.success(), "coordinator failed: {:#?}", self.log);
     }
 
     /// Shard ids of the log's lines with `message`.
@@ -162,11 +127,6 @@ fn worker(dir: &Path, url: &str, name: &str) -> Child {
         .stderr(Stdio::null())
         .spawn()
         .unwrap()
-}
-
-fn signal(signal: &str, pid: &str) {
-    let status = Command::new("kill").args([signal, pid]).status().unwrap();
-    assert!(status.success(), "kill {signal} {pid}");
 }
 
 /// xorshift: reproducible randomness without a dependency; the seed is printed on failure.
@@ -202,10 +162,10 @@ fn killed_workers_leave_every_query_scored_exactly_once_as_one_process_would() {
             std::thread::sleep(Duration::from_millis(300 + rng.below(1200)));
             let victim = rng.below(workers.len() as u64) as usize;
             if rng.below(3) == 0 {
-                let pid = workers[victim].id().to_string();
-                signal("-STOP", &pid);
+                let pid = workers[victim].id();
+                signal("-STOP", pid);
                 std::thread::sleep(Duration::from_millis(2500)); // lease_seconds = 2
-                signal("-CONT", &pid);
+                signal("-CONT", pid);
                 pauses += 1;
             } else {
                 let _ = workers[victim].kill();
@@ -255,7 +215,7 @@ fn a_restarted_coordinator_finishes_the_job_without_redoing_done_shards() {
     }
     first.child.kill().unwrap(); // SIGKILL, mid-job
     first.child.wait().unwrap();
-    first.log.extend(first.lines.try_iter());
+    first.collect_log();
     let done_before = first.shards_with("shard done");
     assert!(done_before.len() >= 3);
 
@@ -348,9 +308,9 @@ fn bad_requests_are_rejected_with_a_reason_and_the_server_keeps_serving() {
     let status: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(status["done"], 0);
     assert_eq!(status["leased"], 1);
-    coordinator.log.extend(coordinator.lines.try_iter());
+    coordinator.collect_log();
     std::thread::sleep(Duration::from_millis(200));
-    coordinator.log.extend(coordinator.lines.try_iter());
+    coordinator.collect_log();
     let rejected = coordinator.log.iter().filter(|l| l["fields"]["message"] == "request rejected").count();
     let unauthorised =
         coordinator.log.iter().filter(|l| l["fields"]["message"] == "request without the job's token").count();

@@ -4,17 +4,13 @@
 //! of an uninterrupted run. Bad inputs are refused with messages that say what to do, and
 //! nothing is written half.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use burn::tensor::Device;
-use dgr_model::bert::BertConfig;
-use dgr_model::bert2bert::Bert2BertConfig;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+use common::{root, tiny_student};
 
 fn command(dir: &Path, args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_dgr"));
@@ -41,24 +37,6 @@ fn fails(dir: &Path, args: &[&str]) -> String {
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
-}
-
-/// A small BERT2BERT on MiniLM's vocabulary with fresh weights, saved where `train_gen.init`
-/// can continue it: stage 1 and 2 run in seconds and their checkpoints are small.
-fn tiny_student(dir: &Path) {
-    let minilm = root().join("assets/minilm");
-    assert!(minilm.join("config.json").is_file(), "MiniLM missing: run scripts/fetch-assets.sh");
-    let bert = BertConfig {
-        hidden_size: 64,
-        num_hidden_layers: 2,
-        num_attention_heads: 2,
-        intermediate_size: 128,
-        ..BertConfig::from_file(&minilm.join("config.json")).unwrap()
-    };
-    let config = Bert2BertConfig { encoder: bert.clone(), decoder: bert, decoder_start_token_id: 101, pad_token_id: 0 };
-    let device = Device::flex();
-    device.seed(3);
-    config.init(&device).save(dir, &config).unwrap();
 }
 
 fn steps_logged(dir: &Path, stage: &str) -> Vec<serde_json::Value> {

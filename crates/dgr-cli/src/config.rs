@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use anyhow::{Context, bail};
+use dgr_coordinator::rendezvous::RanksConfig;
 use dgr_core::config::{
     Bm25Config, CoordinatorConfig, EvalConfig, IndexConfig, JobConfig, PrepareConfig, WorkerConfig,
 };
@@ -31,6 +32,7 @@ pub struct Config {
     pub train_distill: DistillConfig,
     pub coordinator: CoordinatorConfig,
     pub worker: WorkerConfig,
+    pub ranks: RanksConfig,
 }
 
 /// Generative retrieval (`dgr retrieve`, `[retrieve]`): the student and how the work is cut
@@ -114,6 +116,13 @@ impl Config {
         }
         if self.eval.recall_at.contains(&0) {
             bail!("eval.recall_at cutoffs must be at least 1");
+        }
+        let r = &self.ranks;
+        if r.world_size == 0 {
+            bail!("ranks.world_size must be at least 1");
+        }
+        if !(r.heartbeat_seconds > 0.0 && r.hang_seconds >= 3.0 * r.heartbeat_seconds) {
+            bail!("ranks.heartbeat_seconds must be positive and ranks.hang_seconds at least three heartbeats");
         }
         Ok(())
     }

@@ -53,11 +53,16 @@ fn main() -> ExitCode {
     match commands::run(cli.command, config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
+            // A run stopped on request, or aborted because another rank failed, says so with
+            // its own exit code (docs/operations.md).
+            let ending = err.downcast_ref::<commands::ranks::Ending>();
+            let label =
+                if matches!(ending, Some(commands::ranks::Ending::Stopped { .. })) { "stopped" } else { "error" };
             match cli.log_format {
                 LogFormat::Json => tracing::error!("{err:#}"),
-                LogFormat::Text => eprintln!("error: {err:#}"),
+                LogFormat::Text => eprintln!("{label}: {err:#}"),
             }
-            ExitCode::FAILURE
+            ending.map_or(ExitCode::FAILURE, |ending| ExitCode::from(ending.exit_code()))
         }
     }
 }

@@ -42,7 +42,8 @@ impl NcclCollective {
         let context = CudaContext::new(ordinal).map_err(driver_error("cannot open the device"))?;
         let stream = context.new_stream().map_err(driver_error("cannot make a stream"))?;
         let id = Id::uninit(id.map(|byte| byte as core::ffi::c_char));
-        let comm = Comm::from_rank(stream.clone(), rank, world, id).map_err(nccl_error("cannot join the communicator"))?;
+        let comm =
+            Comm::from_rank(stream.clone(), rank, world, id).map_err(nccl_error("cannot join the communicator"))?;
         Ok(NcclCollective { comm, stream })
     }
 

@@ -220,7 +220,11 @@ fn segments(chunk: Range<usize>, segment: usize) -> impl Iterator<Item = Range<u
     chunk.step_by(segment).map(move |start| start..(start + segment).min(end))
 }
 
-fn send_all(next: &mut TcpStream, outgoing: Receiver<Vec<f32>>, give_back: SyncSender<Vec<f32>>) -> std::io::Result<()> {
+fn send_all(
+    next: &mut TcpStream,
+    outgoing: Receiver<Vec<f32>>,
+    give_back: SyncSender<Vec<f32>>,
+) -> std::io::Result<()> {
     for message in outgoing {
         next.write_all(bytemuck::cast_slice(&message))?;
         let _ = give_back.try_send(message);
@@ -325,7 +329,9 @@ fn accept_from(
                 }
                 std::thread::sleep(Duration::from_millis(10));
             }
-            Err(error) => return Err(CollectiveError::Peer { peer: prev_rank, action: "cannot accept", source: error }),
+            Err(error) => {
+                return Err(CollectiveError::Peer { peer: prev_rank, action: "cannot accept", source: error });
+            }
         }
     }
 }

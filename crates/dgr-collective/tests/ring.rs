@@ -15,10 +15,7 @@ fn listeners(world: usize) -> (Vec<TcpListener>, Vec<SocketAddr>) {
 }
 
 /// Runs `body` on every rank of a ring of `world` threads, with per-rank `configs`.
-fn on_ring<T: Send>(
-    configs: Vec<RingConfig>,
-    body: impl Fn(Result<TcpRing, CollectiveError>) -> T + Sync,
-) -> Vec<T> {
+fn on_ring<T: Send>(configs: Vec<RingConfig>, body: impl Fn(Result<TcpRing, CollectiveError>) -> T + Sync) -> Vec<T> {
     let (listeners, addresses) = listeners(configs.len());
     std::thread::scope(|scope| {
         let handles: Vec<_> = listeners
@@ -97,7 +94,8 @@ fn broadcast_copies_the_root_and_barrier_returns() {
             assert!(results.iter().all(|b| b == &expected), "world {world}, root {root}");
         }
     }
-    let results = on_ring(vec![config(64); 2], |ring| ring.unwrap().broadcast(&mut [0u8; 4], 2).map_err(|e| e.to_string()));
+    let results =
+        on_ring(vec![config(64); 2], |ring| ring.unwrap().broadcast(&mut [0u8; 4], 2).map_err(|e| e.to_string()));
     assert!(results.iter().all(|r| r.as_ref().is_err_and(|e| e.contains("rank 2 in a world of 2"))), "{results:?}");
 }
 

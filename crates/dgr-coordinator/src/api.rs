@@ -227,9 +227,13 @@ pub struct RankHeartbeat {
 pub enum RankInstruction {
     Continue,
     /// Finish the current step, write its checkpoint and exit (preemption).
-    Stop { reason: String },
+    Stop {
+        reason: String,
+    },
     /// Give up now: another rank failed or hangs.
-    Abort { reason: String },
+    Abort {
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -13,9 +13,7 @@
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
-use crate::api::{
-    JoinRequest, Outcome, Phase, RankHeartbeat, RankInstruction, RankStatus, TrainStatus, WorldResponse,
-};
+use crate::api::{JoinRequest, Outcome, Phase, RankHeartbeat, RankInstruction, RankStatus, TrainStatus, WorldResponse};
 use crate::error::{CoordinatorError, Result};
 
 /// `[ranks]`: the ranks of data-parallel training and how they are watched.
@@ -75,7 +73,9 @@ impl Member {
     fn label(&self) -> String {
         match self.rank {
             Some(rank) => format!("rank {rank} ({})", self.request.name),
-            None => format!("node {} local rank {} ({})", self.request.node, self.request.local_rank, self.request.name),
+            None => {
+                format!("node {} local rank {} ({})", self.request.node, self.request.local_rank, self.request.name)
+            }
         }
     }
 }
@@ -306,7 +306,8 @@ impl Rendezvous {
                 .then(|| JobEnd::Failed(reason.clone())),
             JobState::Forming => None,
             JobState::Running | JobState::Stopping(_) => {
-                let outcomes: Vec<Outcome> = self.members.iter().filter_map(|m| m.outcome.as_ref().map(|(o, _)| *o)).collect();
+                let outcomes: Vec<Outcome> =
+                    self.members.iter().filter_map(|m| m.outcome.as_ref().map(|(o, _)| *o)).collect();
                 (outcomes.len() == self.members.len()).then(|| {
                     if outcomes.iter().all(|&o| o == Outcome::Finished) { JobEnd::Finished } else { JobEnd::Stopped }
                 })

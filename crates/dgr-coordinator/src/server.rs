@@ -82,7 +82,6 @@ impl Service {
             .await
             .map_err(|e| CoordinatorError::Server(format!("ledger task failed: {e}")))?
     }
-
 }
 
 /// The job's shared secret, kept as its digest.

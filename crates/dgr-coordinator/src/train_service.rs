@@ -147,9 +147,7 @@ async fn heartbeat(State(service): State<Arc<TrainService>>, request: Body<RankH
 async fn leave(State(service): State<Arc<TrainService>>, request: Body<LeaveRequest>) -> Response {
     match request {
         Ok(Json(request)) => answer(
-            service
-                .with(|r, now| r.leave(request.member_id, request.outcome, request.message, now))
-                .map(|()| Empty {}),
+            service.with(|r, now| r.leave(request.member_id, request.outcome, request.message, now)).map(|()| Empty {}),
             "train/leave",
         ),
         Err(rejection) => bad_body(rejection, "train/leave"),

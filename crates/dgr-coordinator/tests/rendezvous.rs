@@ -112,7 +112,10 @@ fn a_rank_that_computes_while_the_others_wait_in_its_all_reduce_is_named() {
         }
     }
     let found = r.check(40.5).unwrap();
-    assert!(found.contains("rank 0 (n0l0) is still computing step 5 while the other ranks have waited 30 s"), "{found}");
+    assert!(
+        found.contains("rank 0 (n0l0) is still computing step 5 while the other ranks have waited 30 s"),
+        "{found}"
+    );
     // A rank that moves on is not waiting: steps that advance never look like a hang.
     let mut r = running();
     for step in 0..100 {

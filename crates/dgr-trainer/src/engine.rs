@@ -278,7 +278,8 @@ pub fn train(
     let mut optimizer = AdamWConfig::new().with_weight_decay(config.weight_decay as f32).with_epsilon(1e-8).init();
     let (mut step, mut cursor, mut resumed_from) = (0u64, Cursor::default(), None);
     let timer = Instant::now();
-    let restored = if fresh { None } else { restore_latest(&checkpoints, &identity, &model, optimizer.clone(), &device)? };
+    let restored =
+        if fresh { None } else { restore_latest(&checkpoints, &identity, &model, optimizer.clone(), &device)? };
     if let Some(restored) = restored {
         info!(
             checkpoint = %restored.dir.display(),
@@ -331,7 +332,9 @@ pub fn train(
             .into_iter()
             .chain(measures.values().copied())
             .collect();
-        all_reduce_gradients(&model, &mut grads, &mut scalars, collective.as_mut(), |sums| 1.0 / sums[0].max(1e-12) as f32)?;
+        all_reduce_gradients(&model, &mut grads, &mut scalars, collective.as_mut(), |sums| {
+            1.0 / sums[0].max(1e-12) as f32
+        })?;
         if world > 1 {
             for (value, sum) in measures.values_mut().zip(&scalars[3..]) {
                 *value = sum / world as f64;
@@ -345,7 +348,8 @@ pub fn train(
         measures.insert("optimizer_seconds".into(), timer.elapsed().as_secs_f64());
         step += 1;
         let seconds = started.elapsed().as_secs_f64();
-        let entry = StepLog { step, loss: loss_sum / weight_sum.max(1e-12), grad_norm, learning_rate: lr, seconds, measures };
+        let entry =
+            StepLog { step, loss: loss_sum / weight_sum.max(1e-12), grad_norm, learning_rate: lr, seconds, measures };
         if let Some(log) = log.as_mut() {
             let line = serde_json::to_string(&entry).unwrap_or_default();
             writeln!(log, "{line}").and_then(|_| log.flush()).map_err(io(&log_path, "cannot write training log"))?;

@@ -9,15 +9,21 @@ use std::time::Duration;
 use crate::config::Config;
 use anyhow::{Context, bail};
 use clap::{Args as ClapArgs, ValueEnum};
+use dgr_coordinator::CoordinatorError;
+use dgr_coordinator::api::TrainStatus;
 use dgr_coordinator::assemble::{place_done_shards, remove_attempts};
 use dgr_coordinator::client::Client;
 use dgr_coordinator::ledger::{JobSpec, Ledger};
+use dgr_coordinator::rendezvous::{JobEnd, Rendezvous};
 use dgr_coordinator::server::{Service, ServiceConfig, now, serve};
+use dgr_coordinator::train_service::{TrainService, serve_training};
 use dgr_coordinator::worker::{self, ShardWork};
 use dgr_core::shards::ShardEntry;
 use figment::Figment;
+use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
 
+use crate::commands::ranks::{self, Ending};
 use crate::commands::retrieve::{RetrieveInputs, RetrieveWork};
 use crate::commands::teacher::{TeacherInputs, TeacherWork};
 
@@ -27,6 +33,8 @@ pub enum Role {
     Teacher,
     /// Generative retrieval of a split into candidate shards.
     Retrieve,
+    /// The rendezvous and watch of data-parallel training ranks (`--stage` says which).
+    Train,
 }
 
 impl Role {
@@ -34,15 +42,38 @@ impl Role {
         match self {
             Role::Teacher => "teacher",
             Role::Retrieve => "retrieve",
+            Role::Train => "train",
+        }
+    }
+}
+
+/// The training stages whose ranks a `--role train` coordinator brings together.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TrainStage {
+    TrainGen,
+    TrainDistill,
+}
+
+impl TrainStage {
+    fn name(self) -> &'static str {
+        match self {
+            TrainStage::TrainGen => "train-gen",
+            TrainStage::TrainDistill => "train-distill",
         }
     }
 }
 
 #[derive(ClapArgs)]
 pub struct CoordinatorArgs {
-    /// The stage whose shards are leased.
+    /// The stage whose shards are leased, or `train` for the ranks of a training stage.
     #[arg(long, value_enum)]
     role: Role,
+    /// With `--role train`: the training stage the ranks run.
+    #[arg(long, value_enum)]
+    stage: Option<TrainStage>,
+    /// With `--role train`: ranks of the job (default: ranks.world_size).
+    #[arg(long)]
+    world_size: Option<usize>,
     /// Split the stage runs on.
     #[arg(long, default_value = "train")]
     split: String,
@@ -80,15 +111,19 @@ pub struct StatusArgs {
 
 impl CoordinatorArgs {
     pub fn overrides(&self) -> Figment {
-        match &self.bind {
-            Some(bind) => Figment::new().merge(("coordinator.bind", bind)),
-            None => Figment::new(),
+        let mut figment = Figment::new();
+        if let Some(bind) = &self.bind {
+            figment = figment.merge(("coordinator.bind", bind));
         }
+        if let Some(world_size) = self.world_size {
+            figment = figment.merge(("ranks.world_size", world_size));
+        }
+        figment
     }
 }
 
 /// The shared secret: `coordinator.token`, else `DGR_TOKEN`.
-fn token(config: &Config) -> anyhow::Result<String> {
+pub(crate) fn token(config: &Config) -> anyhow::Result<String> {
     if !config.coordinator.token.is_empty() {
         return Ok(config.coordinator.token.clone());
     }
@@ -112,6 +147,7 @@ impl StageInputs {
         Ok(match role {
             Role::Teacher => StageInputs::Teacher(Box::new(TeacherInputs::load(config, split)?)),
             Role::Retrieve => StageInputs::Retrieve(Box::new(RetrieveInputs::load(config, split)?)),
+            Role::Train => bail!("training ranks have no shards"),
         })
     }
 
@@ -165,6 +201,10 @@ fn assemble(stage: &StageInputs, config: &Config, ledger: &Ledger) -> anyhow::Re
 }
 
 pub fn coordinator(config: &Config, args: &CoordinatorArgs) -> anyhow::Result<()> {
+    if args.role == Role::Train {
+        let stage = args.stage.context("--role train needs --stage train-gen or --stage train-distill")?;
+        return train_coordinator(config, stage);
+    }
     let token = token(config)?;
     let stage = StageInputs::load(config, args.role, &args.split)?;
     let job = stage.job(config, &args.split);
@@ -228,12 +268,70 @@ pub fn coordinator(config: &Config, args: &CoordinatorArgs) -> anyhow::Result<()
     if ledger.is_complete()? { assemble(&stage, config, &ledger) } else { Ok(()) }
 }
 
+/// The coordinator of a training job: serves the rendezvous until every rank has left (or,
+/// after a failure, left or gone silent); SIGTERM, SIGUSR1 or Ctrl-C stop every rank after the
+/// same step with a checkpoint of it.
+fn train_coordinator(config: &Config, stage: TrainStage) -> anyhow::Result<()> {
+    let token = token(config)?;
+    let fingerprint = ranks::fingerprint(config, stage.name())?;
+    // A new key per start: ranks of an earlier world cannot join this one's ring.
+    let key = u64::from_str_radix(
+        &dgr_core::import::sha256_hex(format!("{}{}", now(), std::process::id()).as_bytes())[..16],
+        16,
+    )?;
+    let rendezvous = Rendezvous::new(stage.name(), &fingerprint, config.ranks.clone(), key, now());
+    let service = TrainService::new(rendezvous, &token, config.coordinator.max_body_bytes)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let bind = config.coordinator.bind.clone();
+    runtime.block_on(async {
+        let listener =
+            tokio::net::TcpListener::bind(&bind).await.with_context(|| format!("cannot listen on {bind}"))?;
+        info!(
+            url = %format!("http://{}", listener.local_addr()?),
+            stage = stage.name(),
+            world_size = config.ranks.world_size,
+            "training coordinator listening"
+        );
+        let mut terminate = signal(SignalKind::terminate())?;
+        let mut user1 = signal(SignalKind::user_defined1())?;
+        let stopper = service.clone();
+        tokio::spawn(async move {
+            loop {
+                let name = tokio::select! {
+                    _ = terminate.recv() => "SIGTERM",
+                    _ = user1.recv() => "SIGUSR1",
+                    _ = tokio::signal::ctrl_c() => "SIGINT",
+                };
+                stopper.request_stop(&format!("{name} to the coordinator"));
+            }
+        });
+        let mut ended = service.ended();
+        let shutdown = async move {
+            let _ = ended.wait_for(Option::is_some).await.map(|_| ());
+            // Ranks still polling learn the end before the port closes.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        };
+        serve_training(listener, service.clone(), shutdown).await?;
+        anyhow::Ok(())
+    })?;
+    let end = service.ended().borrow().clone();
+    match end {
+        Some(JobEnd::Finished) | None => {
+            info!("every rank finished");
+            Ok(())
+        }
+        Some(JobEnd::Stopped) => Err(Ending::Stopped { step: None }.into()),
+        Some(JobEnd::Failed(reason)) => Err(Ending::Aborted { reason }.into()),
+    }
+}
+
 pub fn worker(config: &Config, args: &WorkerArgs) -> anyhow::Result<()> {
     let token = token(config)?;
     let client = Client::new(&args.coordinator, &token, Duration::from_secs_f64(config.worker.retry_seconds))?;
     let work: Arc<dyn ShardWork> = match args.role {
         Role::Teacher => Arc::new(TeacherWork::load(config, &args.split)?),
         Role::Retrieve => Arc::new(RetrieveWork::load(config, &args.split)?),
+        Role::Train => bail!("training ranks are `dgr train-gen|train-distill --coordinator URL`, not workers"),
     };
     let name = args.name.clone().unwrap_or_else(|| {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
@@ -260,7 +358,14 @@ pub fn status(config: &Config, args: &StatusArgs) -> anyhow::Result<()> {
     let token = token(config)?;
     let client = Client::new(&args.coordinator, &token, Duration::from_secs(10))?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let status = runtime.block_on(client.status())?;
+    let status = match runtime.block_on(client.status()) {
+        Ok(status) => status,
+        // A training coordinator has no shards: it answers on its own route.
+        Err(CoordinatorError::Rejected { status: 404, .. }) => {
+            return print_train_status(&runtime.block_on(client.train_status())?, args.json);
+        }
+        Err(error) => return Err(error.into()),
+    };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&status)?);
         return Ok(());
@@ -283,6 +388,44 @@ pub fn status(config: &Config, args: &StatusArgs) -> anyhow::Result<()> {
         println!(
             "{:>6}  {:<28} {:>6} {:>10.2} {:>10.1}  {shard}",
             w.id, w.name, w.shards_done, w.shards_per_minute, w.seconds_since_seen
+        );
+    }
+    Ok(())
+}
+
+fn print_train_status(status: &TrainStatus, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(status)?);
+        return Ok(());
+    }
+    let reason = status.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
+    println!(
+        "{}: {} of {} ranks, {}{reason}; {:.0} s elapsed",
+        status.stage,
+        status.ranks.len(),
+        status.world_size,
+        status.state,
+        status.elapsed_seconds
+    );
+    println!(
+        "{:>4}  {:<28} {:>4} {:>5} {:>7} {:<10} {:>8} {:>8} {:>10} {:>8}",
+        "rank", "name", "node", "local", "step", "phase", "s/step", "AR s", "AR MB/s", "seen (s)"
+    );
+    let number = |value: Option<f64>, scale: f64| value.map_or("-".to_string(), |v| format!("{:.2}", v / scale));
+    for r in &status.ranks {
+        let phase = format!("{:?}", r.phase).to_lowercase();
+        println!(
+            "{:>4}  {:<28} {:>4} {:>5} {:>7} {:<10} {:>8} {:>8} {:>10} {:>8.1}",
+            r.rank.map_or("-".to_string(), |rank| rank.to_string()),
+            r.name,
+            r.node,
+            r.local_rank,
+            r.step,
+            r.outcome.map_or(phase, |o| format!("{o:?}").to_lowercase()),
+            number(r.step_seconds, 1.0),
+            number(r.all_reduce_seconds, 1.0),
+            number(r.all_reduce_bytes_per_second, 1e6),
+            r.seconds_since_seen
         );
     }
     Ok(())

@@ -7,6 +7,7 @@ mod eval;
 mod index;
 mod pipeline;
 mod prepare;
+pub mod ranks;
 mod retrieve;
 mod teacher;
 mod train_distill;

@@ -33,6 +33,8 @@ pub struct Args {
     /// Start over: remove the stage's checkpoints instead of resuming from the newest.
     #[arg(long)]
     fresh: bool,
+    #[command(flatten)]
+    ranks: crate::commands::ranks::RankArgs,
 }
 
 impl Args {
@@ -170,7 +172,14 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<()> {
         .into(),
         settings: serde_json::to_value(d)?,
     };
-    let run = StageRun { stage: "train-distill", engine: &d.engine, out_dir: &out, identity, fresh: args.fresh };
+    let run = StageRun {
+        stage: "train-distill",
+        engine: &d.engine,
+        out_dir: &out,
+        identity,
+        fresh: args.fresh,
+        ranks: &args.ranks,
+    };
     run_stage(config, run, model, &model_config, &mut objective)?;
     info!(out = %out.display(), "stage 2 done: weights/final, checkpoints/, train_log.jsonl, queries.json");
     Ok(())

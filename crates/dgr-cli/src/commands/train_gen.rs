@@ -30,6 +30,8 @@ pub struct Args {
     /// Start over: remove the stage's checkpoints instead of resuming from the newest.
     #[arg(long)]
     pub fresh: bool,
+    #[command(flatten)]
+    pub ranks: crate::commands::ranks::RankArgs,
 }
 
 impl Args {
@@ -102,7 +104,14 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<()> {
         settings: serde_json::to_value(t)?,
     };
     let out = config.job.stage1_dir();
-    let run = StageRun { stage: "train-gen", engine: &t.engine, out_dir: &out, identity, fresh: args.fresh };
+    let run = StageRun {
+        stage: "train-gen",
+        engine: &t.engine,
+        out_dir: &out,
+        identity,
+        fresh: args.fresh,
+        ranks: &args.ranks,
+    };
     run_stage(config, run, model, &model_config, &mut objective)?;
     info!(out = %out.display(), "stage 1 done: weights/final, checkpoints/, train_log.jsonl");
     Ok(())

@@ -12,6 +12,7 @@ use dgr_trainer::engine::{EngineConfig, Objective, RunSetup, StepLog, TrainError
 use tracing::info;
 
 use crate::commands::dev_eval::DevEvaluation;
+use crate::commands::ranks::{Rank, RankArgs};
 use crate::config::Config;
 use crate::progress::Bar;
 
@@ -22,9 +23,12 @@ pub struct StageRun<'a> {
     pub out_dir: &'a Path,
     pub identity: RunIdentity,
     pub fresh: bool,
+    /// Alone, or one rank of a data-parallel job.
+    pub ranks: &'a RankArgs,
 }
 
 /// Trains `model` on `objective` as `run` says, resuming from the stage's newest checkpoint.
+/// On several ranks, rank 0 shows the progress, logs the steps and runs the dev evaluations.
 pub fn run_stage(
     config: &Config,
     run: StageRun,
@@ -32,24 +36,33 @@ pub fn run_stage(
     model_config: &Bert2BertConfig,
     objective: &mut impl Objective,
 ) -> anyhow::Result<()> {
-    let StageRun { stage, engine, out_dir, identity, fresh } = run;
-    let evaluation = DevEvaluation::load(config, engine, stage)?;
-    let setup = RunSetup::new(out_dir, identity, fresh);
+    let StageRun { stage, engine, out_dir, identity, fresh, ranks } = run;
+    let mut rank = Rank::join(config, ranks, stage)?;
+    let leader = rank.rank == 0;
+    let evaluation = if leader { DevEvaluation::load(config, engine, stage)? } else { None };
+    let setup =
+        RunSetup { collective: rank.collective(), stop: Some(&rank.stop), ..RunSetup::new(out_dir, identity, fresh) };
     let bar = Bar::new();
-    bar.begin(stage, engine.steps, Unit::Items);
+    if leader {
+        bar.begin(stage, engine.steps, Unit::Items);
+    }
     let trained = train(model, model_config, objective, engine, setup, |step, model| {
+        rank.record(step);
+        if !leader {
+            return Ok(());
+        }
         bar.advance(1);
         log_step(stage, step, engine.steps);
         if let Some(evaluation) = &evaluation
             && engine.evaluation_due(step.step)
         {
-            evaluation
-                .run(config, model, step.step)
+            rank.outside_step(|| evaluation.run(config, model, step.step))
                 .map_err(|e| TrainError::Input(format!("dev evaluation: {e:#}")))?;
         }
         Ok(())
-    })?;
+    });
     bar.finish();
+    let trained = rank.finish(trained)?;
     if let Some(step) = trained.resumed_from {
         info!(step, "resumed from a checkpoint");
     }

@@ -22,7 +22,7 @@ use std::path::Path;
 use std::str::FromStr;
 
 pub use builder::ImportSummary;
-pub use manifest::{DatasetManifest, MANIFEST_FILE, ManifestFile, sha256_file};
+pub use manifest::{DatasetManifest, MANIFEST_FILE, ManifestFile, sha256_file, sha256_hex};
 
 use crate::error::{Error, Result};
 use crate::progress::Progress;
