@@ -236,3 +236,67 @@ fn bad_joins_are_refused_with_their_reason_and_the_job_goes_on() {
     assert!(first.logged("ring connected"), "{:#?}", first.log);
     assert_eq!(steps_logged(dir, "job"), 6);
 }
+
+/// `launch/multi_node.sh` as node `node` of `nodes`, each with `ranks` ranks; node `n` listens
+/// on 127.0.0.(2 + n), the coordinator on node 0.
+fn launch_node(dir: &Path, node: u32, nodes: u32, ranks: u32, port: u16, env: &[(&str, &str)]) -> std::process::Child {
+    Command::new(root().join("launch/multi_node.sh"))
+        .args(["train-gen", "job.toml"])
+        .current_dir(dir)
+        .env_remove("RUST_LOG")
+        .envs([
+            ("MASTER_ADDR", "127.0.0.2".to_string()),
+            ("MASTER_PORT", port.to_string()),
+            ("NNODES", nodes.to_string()),
+            ("NODE_RANK", node.to_string()),
+            ("NPROC_PER_NODE", ranks.to_string()),
+            ("DGR_TOKEN", TOKEN.to_string()),
+            ("LAUNCH_BIN", env!("CARGO_BIN_EXE_dgr").to_string()),
+            ("LAUNCH_HOST", format!("127.0.0.{}", 2 + node)),
+            ("LAUNCH_COORDINATOR_BIND", format!("127.0.0.2:{port}")),
+            ("LAUNCH_LOG_DIR", format!("logs-{nodes}-{node}")),
+        ])
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.2:0").unwrap().local_addr().unwrap().port()
+}
+
+#[test]
+fn multi_node_sh_runs_two_nodes_and_a_resume_on_one_node_with_two_ranks_continues() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    job(dir);
+    job_dir(dir, "multi");
+    let logs = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap_or_default();
+
+    // Two nodes of one rank each, 4 of the job's 6 steps.
+    let env = [("DGR_JOB__DIR", "multi"), ("DGR_TRAIN_GEN__ENGINE__STEPS", "4")];
+    let port = free_port();
+    let mut nodes: Vec<_> = (0..2).map(|node| launch_node(dir, node, 2, 1, port, &env)).collect();
+    for (node, child) in nodes.iter_mut().enumerate() {
+        let status = child.wait().unwrap();
+        assert!(
+            status.success(),
+            "node {node}: {}\n{}",
+            logs(&format!("logs-2-{node}/rank-{node}-0.log")),
+            logs("logs-2-0/coordinator.log")
+        );
+    }
+    assert_eq!(steps_logged(dir, "multi"), 4);
+    assert!(logs("logs-2-1/rank-1-0.log").contains("ring connected"));
+    let node1 = logs("logs-2-1/rank-1-0.log");
+    assert!(node1.contains("ring_address=127.0.0.3:"), "node 1 listens on its own address: {node1}");
+
+    // The rest on one node with two ranks: it resumes from step 4.
+    let env = [("DGR_JOB__DIR", "multi")];
+    let status = launch_node(dir, 0, 1, 2, free_port(), &env).wait().unwrap();
+    assert!(status.success(), "{}\n{}", logs("logs-1-0/rank-0-0.log"), logs("logs-1-0/coordinator.log"));
+    assert_eq!(steps_logged(dir, "multi"), 6);
+    assert!(logs("logs-1-0/rank-0-0.log").contains("resuming"));
+}
