@@ -8,15 +8,16 @@
 //! `2 (world - 1) / world` of the buffer, whatever the world size.
 //!
 //! Chunks travel in segments, and a segment is passed on as soon as it is reduced, so the
-//! steps overlap (a pipeline), while a sender thread writes and the caller's thread reads and
-//! adds. Each chunk is summed in ring order starting from the rank after its owner, whatever
-//! the timing, and its final value is copied to every rank: the result is the same bits on all
+//! steps overlap (a pipeline). One thread drives both connections without blocking, writing
+//! straight from the buffer and reading into it, so neither direction waits on the other.
+//! Each chunk is summed in ring order starting from the rank after its owner, whatever the
+//! timing, and its final value is copied to every rank: the result is the same bits on all
 //! ranks and in every rerun.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::ops::Range;
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use tracing::{debug, warn};
@@ -47,8 +48,6 @@ const MAGIC: &[u8; 8] = b"DGRRING1";
 const ACCEPTED: u8 = 1;
 const WRONG_KEY: u8 = 2;
 const WRONG_RANK: u8 = 3;
-/// Segments an all-reduce may have queued for sending ahead of the wire.
-const SEND_AHEAD: usize = 4;
 
 /// One rank's place in a ring of TCP connections.
 pub struct TcpRing {
@@ -148,92 +147,190 @@ impl Collective for TcpRing {
 
     fn all_reduce_sum(&mut self, buffer: &mut [f32]) -> Result<(), CollectiveError> {
         let (rank, world, segment) = (self.rank, self.world, self.segment);
-        let (next_rank, prev_rank) = self.neighbours();
+        let neighbours = self.neighbours();
         let Some((next, prev)) = &mut self.links else { return Ok(()) };
         let length = buffer.len();
         let chunk = |c: usize| (c * length / world)..((c + 1) * length / world);
         let steps = 2 * (world - 1);
-
-        let (to_sender, outgoing) = sync_channel::<Vec<f32>>(SEND_AHEAD);
-        let (give_back, returned) = sync_channel::<Vec<f32>>(SEND_AHEAD + 1);
-        std::thread::scope(|scope| {
-            let sender = scope.spawn(move || send_all(next, outgoing, give_back));
-            let received = (|| {
-                let queue = |values: &[f32]| -> Result<(), ()> {
-                    let mut message = returned.try_recv().unwrap_or_default();
-                    message.clear();
-                    message.extend_from_slice(values);
-                    to_sender.send(message).map_err(|_| ())
-                };
-                let mut incoming = vec![0f32; segment];
-                for part in segments(chunk(rank), segment) {
-                    if queue(&buffer[part]).is_err() {
-                        return Ok(());
-                    }
-                }
-                for step in 0..steps {
-                    let owner = (rank + 2 * world - step - 1) % world;
-                    for part in segments(chunk(owner), segment) {
-                        let values = &mut incoming[..part.len()];
-                        read_values(prev, values).map_err(|e| read_error(prev_rank, e))?;
-                        let target = &mut buffer[part];
-                        if step < world - 1 {
-                            target.iter_mut().zip(values.iter()).for_each(|(t, v)| *t += v);
-                        } else {
-                            target.copy_from_slice(values);
-                        }
-                        if step + 1 < steps && queue(target).is_err() {
-                            return Ok(());
-                        }
-                    }
-                }
-                Ok(())
-            })();
-            drop(to_sender);
-            let sent = sender.join().unwrap_or_else(|_| Err(std::io::Error::other("the sender thread panicked")));
-            // A failed write ends the sender first; report it over the read that then fails.
-            sent.map_err(|e| write_error(next_rank, e))?;
-            received
-        })
+        let owner = |step: usize| (rank + 2 * world - step - 1) % world;
+        // Received in step order; what step s receives, step s + 1 sends on.
+        let receives: Vec<(Range<usize>, Arrival)> = (0..steps)
+            .flat_map(|step| {
+                let arrival = if step < world - 1 { Arrival::Add } else { Arrival::Copy };
+                segments(chunk(owner(step)), segment).map(move |part| (part, arrival))
+            })
+            .collect();
+        // Sent: this rank's own chunk, then everything received except the last step's.
+        let own: Vec<Range<usize>> = segments(chunk(rank), segment).collect();
+        let forwarded = receives.len() - segments(chunk(owner(steps - 1)), segment).count();
+        let sends: Vec<Range<usize>> =
+            own.iter().cloned().chain(receives[..forwarded].iter().map(|(part, _)| part.clone())).collect();
+        let plan = Plan { sends, ready: own.len(), receives };
+        Pipe { next, prev, neighbours }.run(bytemuck::cast_slice_mut(buffer), &plan.in_bytes(), segment * 4)
     }
 
     fn broadcast(&mut self, bytes: &mut [u8], root: usize) -> Result<(), CollectiveError> {
         check_root(root, self.world)?;
-        let rank = self.rank;
-        let (next_rank, prev_rank) = self.neighbours();
+        let (rank, segment) = (self.rank, self.segment * 4);
+        let neighbours = self.neighbours();
         let Some((next, prev)) = &mut self.links else { return Ok(()) };
-        // Store and forward along the ring; the rank before the root forwards nothing, so no
-        // write ever waits on a cycle.
-        if rank != root {
-            prev.read_exact(bytes).map_err(|e| read_error(prev_rank, e))?;
+        // Along the ring from the root, each segment passed on as soon as it is in; the rank
+        // before the root passes nothing on.
+        let all: Vec<Range<usize>> = segments(0..bytes.len(), segment).collect();
+        let receives = if rank == root { Vec::new() } else { all.iter().map(|p| (p.clone(), Arrival::Copy)).collect() };
+        let sends = if neighbours.0 == root { Vec::new() } else { all.clone() };
+        let ready = if rank == root { sends.len() } else { 0 };
+        Pipe { next, prev, neighbours }.run(bytes, &Plan { sends, ready, receives }, segment)
+    }
+}
+
+/// What happens to a received segment.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Arrival {
+    /// Added to the buffer's values (f32).
+    Add,
+    /// Replaces them.
+    Copy,
+}
+
+/// One collective as two ordered lists of buffer ranges: what this rank sends, and what it
+/// receives. Send `k` may go once `k < ready` or once receive `k - ready` is complete.
+struct Plan {
+    sends: Vec<Range<usize>>,
+    ready: usize,
+    receives: Vec<(Range<usize>, Arrival)>,
+}
+
+impl Plan {
+    /// The same plan with element ranges of f32 turned into byte ranges.
+    fn in_bytes(&self) -> Plan {
+        let bytes = |r: &Range<usize>| r.start * 4..r.end * 4;
+        Plan {
+            sends: self.sends.iter().map(bytes).collect(),
+            ready: self.ready,
+            receives: self.receives.iter().map(|(r, a)| (bytes(r), *a)).collect(),
         }
-        if next_rank != root {
-            next.write_all(bytes).map_err(|e| write_error(next_rank, e))?;
+    }
+}
+
+/// The two connections of a rank, driven by one thread: it writes to the next rank straight
+/// from the buffer and reads from the previous one whenever either socket is ready, so neither
+/// direction ever waits on the other (two ranks with full socket buffers would otherwise each
+/// wait for the other to read), and no byte is copied in user space except to add.
+struct Pipe<'a> {
+    next: &'a mut TcpStream,
+    prev: &'a mut TcpStream,
+    /// `(next rank, previous rank)`.
+    neighbours: (usize, usize),
+}
+
+impl Pipe<'_> {
+    fn run(self, buffer: &mut [u8], plan: &Plan, segment_bytes: usize) -> Result<(), CollectiveError> {
+        let (next_rank, prev_rank) = self.neighbours;
+        let result = self.drive(buffer, plan, segment_bytes);
+        // Leave the sockets blocking for set-up code and the aborter.
+        let _ = self.next.set_nonblocking(false);
+        let _ = self.prev.set_nonblocking(false);
+        result.map_err(
+            |(side, error)| {
+                if side == Side::Send { write_error(next_rank, error) } else { read_error(prev_rank, error) }
+            },
+        )
+    }
+
+    fn drive(&self, buffer: &mut [u8], plan: &Plan, segment_bytes: usize) -> Result<(), (Side, std::io::Error)> {
+        let (mut next, mut prev) = (&*self.next, &*self.prev);
+        next.set_nonblocking(true).map_err(|e| (Side::Send, e))?;
+        prev.set_nonblocking(true).map_err(|e| (Side::Receive, e))?;
+        // Bytes of a segment to add arrive here first (as f32, so the sum reads them aligned).
+        let mut incoming = vec![0f32; segment_bytes.div_ceil(4)];
+        let (mut sent, mut sent_bytes) = (0usize, 0usize);
+        let (mut received, mut received_bytes) = (0usize, 0usize);
+        while sent < plan.sends.len() || received < plan.receives.len() {
+            let can_send = sent < plan.sends.len() && (sent < plan.ready || sent - plan.ready < received);
+            let can_receive = received < plan.receives.len();
+            if !can_send && !can_receive {
+                return Err((Side::Send, std::io::Error::other("a send waits for a receive that never comes")));
+            }
+            let (writable, readable) = wait_ready(&next, can_send, &prev, can_receive)?;
+            if writable {
+                let part = &plan.sends[sent];
+                match next.write(&buffer[part.start + sent_bytes..part.end]) {
+                    Ok(0) => return Err((Side::Send, ErrorKind::WriteZero.into())),
+                    Ok(n) => sent_bytes += n,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::Interrupted => {}
+                    Err(e) => return Err((Side::Send, e)),
+                }
+                if sent_bytes == part.len() {
+                    (sent, sent_bytes) = (sent + 1, 0);
+                }
+            }
+            if readable {
+                let (part, arrival) = &plan.receives[received];
+                let target = match arrival {
+                    Arrival::Copy => &mut buffer[part.start + received_bytes..part.end],
+                    Arrival::Add => &mut bytemuck::cast_slice_mut(&mut incoming)[received_bytes..part.len()],
+                };
+                match prev.read(target) {
+                    Ok(0) => return Err((Side::Receive, ErrorKind::UnexpectedEof.into())),
+                    Ok(n) => received_bytes += n,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::Interrupted => {}
+                    Err(e) => return Err((Side::Receive, e)),
+                }
+                if received_bytes == part.len() {
+                    if *arrival == Arrival::Add {
+                        let values: &mut [f32] = bytemuck::cast_slice_mut(&mut buffer[part.clone()]);
+                        values.iter_mut().zip(&incoming).for_each(|(value, add)| *value += add);
+                    }
+                    (received, received_bytes) = (received + 1, 0);
+                }
+            }
         }
         Ok(())
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Side {
+    Send,
+    Receive,
+}
+
+/// Blocks until the next rank's socket takes bytes (if `send`) or the previous one's has some
+/// (if `receive`); returns which. A closed or broken socket counts as ready, so that the
+/// following write or read reports it.
+fn wait_ready(
+    next: &TcpStream,
+    send: bool,
+    prev: &TcpStream,
+    receive: bool,
+) -> Result<(bool, bool), (Side, std::io::Error)> {
+    let mut fds = [
+        libc::pollfd { fd: next.as_raw_fd(), events: if send { libc::POLLOUT } else { 0 }, revents: 0 },
+        libc::pollfd { fd: prev.as_raw_fd(), events: if receive { libc::POLLIN } else { 0 }, revents: 0 },
+    ];
+    loop {
+        // SAFETY: `fds` is a valid array of two pollfd for the duration of the call.
+        let ready = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+        if ready >= 0 {
+            break;
+        }
+        let error = std::io::Error::last_os_error();
+        if error.kind() != ErrorKind::Interrupted {
+            return Err((Side::Receive, error));
+        }
+    }
+    let broken = libc::POLLERR | libc::POLLHUP;
+    Ok((
+        send && fds[0].revents & (libc::POLLOUT | broken) != 0,
+        receive && fds[1].revents & (libc::POLLIN | broken) != 0,
+    ))
 }
 
 /// The segments a chunk travels in.
 fn segments(chunk: Range<usize>, segment: usize) -> impl Iterator<Item = Range<usize>> {
     let end = chunk.end;
     chunk.step_by(segment).map(move |start| start..(start + segment).min(end))
-}
-
-fn send_all(
-    next: &mut TcpStream,
-    outgoing: Receiver<Vec<f32>>,
-    give_back: SyncSender<Vec<f32>>,
-) -> std::io::Result<()> {
-    for message in outgoing {
-        next.write_all(bytemuck::cast_slice(&message))?;
-        let _ = give_back.try_send(message);
-    }
-    Ok(())
-}
-
-fn read_values(prev: &mut TcpStream, values: &mut [f32]) -> std::io::Result<()> {
-    prev.read_exact(bytemuck::cast_slice_mut(values))
 }
 
 fn read_error(peer: usize, error: std::io::Error) -> CollectiveError {

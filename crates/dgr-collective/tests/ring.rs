@@ -43,9 +43,17 @@ fn value(rank: usize, i: usize) -> f32 {
 #[test]
 fn all_reduce_is_the_exact_sum_for_every_world_and_length() {
     for world in 1..=4 {
-        for &(length, segment_bytes) in
-            &[(0, 64), (1, 64), (2, 64), (3, 8), (5, 4), (1000, 64), (65_537, 4096), (2_000_003, 1 << 20)]
-        {
+        for &(length, segment_bytes) in &[
+            (0, 64),
+            (1, 64),
+            (2, 64),
+            (3, 8),
+            (5, 4),
+            (1000, 64),
+            (65_537, 4096),
+            (2_000_003, 1 << 20),
+            (16_000_001, 1 << 20),
+        ] {
             let results = on_ring(vec![config(segment_bytes); world], |ring| {
                 let mut ring = ring.unwrap();
                 let mut buffer: Vec<f32> = (0..length).map(|i| value(ring.rank(), i)).collect();
