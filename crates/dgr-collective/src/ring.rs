@@ -252,7 +252,7 @@ impl Pipe<'_> {
             if !can_send && !can_receive {
                 return Err((Side::Send, std::io::Error::other("a send waits for a receive that never comes")));
             }
-            let (writable, readable) = wait_ready(&next, can_send, &prev, can_receive)?;
+            let (writable, readable) = wait_ready(next, can_send, prev, can_receive)?;
             if writable {
                 let part = &plan.sends[sent];
                 match next.write(&buffer[part.start + sent_bytes..part.end]) {
