@@ -151,7 +151,7 @@ fn two_ranks_match_one_rank_with_twice_the_batch_and_a_killed_rank_is_survived()
 }
 
 #[test]
-fn sigterm_stops_every_rank_at_one_checkpoint_and_a_stopped_rank_is_named() {
+fn sigterm_to_a_rank_or_the_coordinator_stops_every_rank_at_one_checkpoint_and_a_paused_rank_is_named() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     job(dir);
@@ -181,6 +181,20 @@ fn sigterm_stops_every_rank_at_one_checkpoint_and_a_stopped_rank_is_named() {
     let stderr = String::from_utf8_lossy(&resumed.stderr);
     assert!(resumed.status.success() && stderr.contains("resuming"), "{stderr}");
     assert_eq!(steps_logged(dir, "stopped"), step + 2);
+
+    // SIGTERM to the coordinator: every rank stops too.
+    job_dir(dir, "coordinator-stopped");
+    let env = [("DGR_JOB__DIR", "coordinator-stopped"), ("DGR_TRAIN_GEN__ENGINE__STEPS", "400")];
+    let (mut coord, url) = coordinator(dir, &env);
+    let mut ranks: Vec<Logged> = (0..2).map(|r| rank(dir, &url, r, &env)).collect();
+    wait_for_steps(dir, "coordinator-stopped", 1, &mut ranks);
+    signal("-TERM", coord.child.id());
+    let codes: Vec<Option<i32>> = ranks.iter_mut().map(|r| r.wait_exit(120).code()).collect();
+    assert_eq!(codes, vec![Some(75), Some(75)]);
+    assert_eq!(coord.wait_exit(60).code(), Some(75), "{:#?}", coord.log);
+    let step = steps_logged(dir, "coordinator-stopped");
+    let latest = std::fs::read_to_string(dir.join("coordinator-stopped/stage1/checkpoints/latest")).unwrap();
+    assert_eq!(latest.trim(), format!("step-{step:07}"));
 
     // SIGSTOP of rank 1: the coordinator names it within hang_seconds (5 s) and rank 0 exits.
     job_dir(dir, "paused");

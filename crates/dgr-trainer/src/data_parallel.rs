@@ -29,9 +29,12 @@ pub fn all_reduce_gradients<M: Module>(
         module.visit(&mut Scale { grads, factor });
         return Ok(());
     }
-    let mut flat = Flatten { grads, values: Vec::new(), present: Vec::new(), device: None };
+    let mut flat = Flatten { grads, values: Vec::new(), present: Vec::new(), device: None, unreadable: None };
     module.visit(&mut flat);
-    let Flatten { mut values, present, device, .. } = flat;
+    let Flatten { mut values, present, device, unreadable, .. } = flat;
+    if let Some(reason) = unreadable {
+        return Err(TrainError::Input(format!("cannot read a gradient for the all-reduce: {reason}")));
+    }
     let gradients = values.len();
     values.extend(present.iter().map(|&p| if p { 1.0 } else { 0.0 }));
     values.extend(scalars.iter().map(|&s| s as f32));
@@ -55,6 +58,8 @@ struct Flatten<'a> {
     values: Vec<f32>,
     present: Vec<bool>,
     device: Option<Device>,
+    /// Why a gradient could not be read as f32 values, if one could not.
+    unreadable: Option<String>,
 }
 
 impl ModuleVisitor for Flatten<'_> {
@@ -63,7 +68,12 @@ impl ModuleVisitor for Flatten<'_> {
             Some(grad) => {
                 self.device.get_or_insert_with(|| grad.device());
                 let data = grad.into_data().convert::<f32>();
-                self.values.extend_from_slice(data.as_slice::<f32>().unwrap_or(&[]));
+                match data.as_slice::<f32>() {
+                    Ok(values) => self.values.extend_from_slice(values),
+                    Err(error) => {
+                        self.unreadable.get_or_insert(format!("{error:?}"));
+                    }
+                }
                 self.present.push(true);
             }
             None => {
