@@ -242,6 +242,11 @@ fn bad_joins_are_refused_with_their_reason_and_the_job_goes_on() {
     first.wait_for(|l| l["fields"]["message"].as_str().is_some_and(|m| m.starts_with("joined")), 60);
     let second_rank_zero = refused(&[], 0);
     assert!(second_rank_zero.contains("node 0 local rank 0 has joined already"), "{second_rank_zero}");
+    // `dgr status` on a training coordinator: the job forms, one rank has joined.
+    let status = dgr(dir, &[]).args(["status", "--coordinator", &url, "--json"]).output().unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!((status["stage"].as_str(), status["state"].as_str()), (Some("train-gen"), Some("forming")), "{status}");
+    assert_eq!(status["ranks"].as_array().map(Vec::len), Some(1), "{status}");
 
     let mut second = rank(dir, &url, 1, &[]);
     assert_eq!(first.wait_exit(300).code(), Some(0), "{:#?}", first.log);
