@@ -28,6 +28,16 @@ fn root() -> PathBuf {
 /// Fresh weights come from the device's generator, which every test thread shares.
 static SEEDED_INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// Held by each test that trains, so that no two tests train at once: two trainings running
+/// at the same time in one process do not always reproduce bit for bit (observed with Burn
+/// 0.22 on flex, even with one rayon thread), and the resume test compares bits. dgr itself
+/// runs one training per process.
+static ONE_TRAINING_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn training_alone() -> std::sync::MutexGuard<'static, ()> {
+    ONE_TRAINING_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 struct Materialise;
 
 impl burn::module::ModuleVisitor for Materialise {
@@ -149,6 +159,7 @@ fn the_schedule_warms_up_then_decays_to_zero() {
 
 #[test]
 fn a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one() {
+    let _alone = training_alone();
     let f = fixture();
     let tmp = tempfile::tempdir().unwrap();
     let (straight, interrupted) = (tmp.path().join("straight"), tmp.path().join("interrupted"));
@@ -207,6 +218,7 @@ fn a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one() {
 
 #[test]
 fn checkpoints_of_other_inputs_or_another_model_are_refused() {
+    let _alone = training_alone();
     let f = fixture();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("run");
@@ -290,6 +302,7 @@ fn run_ranks(
 
 #[test]
 fn two_ranks_take_the_steps_of_one_rank_with_twice_the_batch() {
+    let _alone = training_alone();
     let f = fixture();
     let tmp = tempfile::tempdir().unwrap();
     let one = EngineConfig { batch_size: 4, ..engine(4) };
@@ -298,8 +311,11 @@ fn two_ranks_take_the_steps_of_one_rank_with_twice_the_batch() {
     let single = parameters(&single.unwrap().model);
     let ranks = run_ranks(&f, &tmp.path().join("two"), &two, 2, None);
 
+    // The two ranks train at once in this process, which Burn does not always reproduce bit for
+    // bit (see `ONE_TRAINING_AT_A_TIME`); as processes they end identical (tests/train_ranks.rs).
     let (rank0, rank1) = (parameters(&ranks[0].0.model), parameters(&ranks[1].0.model));
-    assert!(rank0 == rank1, "the ranks' weights differ");
+    let between_ranks = rank0.iter().zip(&rank1).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert!(between_ranks < 1e-6, "the ranks' weights are {between_ranks} apart");
     let initial = parameters(&tiny_student(32, 1).0);
     let moved = single.iter().zip(&initial).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
     let apart = single.iter().zip(&rank0).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
@@ -317,6 +333,7 @@ fn two_ranks_take_the_steps_of_one_rank_with_twice_the_batch() {
 
 #[test]
 fn a_stop_on_one_rank_stops_all_at_one_checkpoint_and_a_resume_on_one_rank_finishes() {
+    let _alone = training_alone();
     let f = fixture();
     let tmp = tempfile::tempdir().unwrap();
     let (straight, stopped) = (tmp.path().join("straight"), tmp.path().join("stopped"));
