@@ -62,6 +62,13 @@ fn rank(dir: &Path, url: &str, local_rank: u32, env: &[(&str, &str)]) -> Logged 
     Logged::spawn(command, &format!("rank {local_rank}"))
 }
 
+/// A coordinator and its two ranks, started.
+fn start_job(dir: &Path, env: &[(&str, &str)]) -> (Logged, Vec<Logged>) {
+    let (coordinator, url) = coordinator(dir, env);
+    let ranks = (0..2).map(|r| rank(dir, &url, r, env)).collect();
+    (coordinator, ranks)
+}
+
 /// Job directory `name` beside the prepared one, sharing its data.
 fn job_dir(dir: &Path, name: &str) {
     let path = dir.join(name);
@@ -75,8 +82,7 @@ fn job_dir(dir: &Path, name: &str) {
 fn two_ranks(dir: &Path, job_dir: &str, env: &[(&str, &str)]) -> Vec<Option<i32>> {
     self::job_dir(dir, job_dir);
     let env: Vec<(&str, &str)> = [("DGR_JOB__DIR", job_dir)].into_iter().chain(env.iter().copied()).collect();
-    let (mut coordinator, url) = coordinator(dir, &env);
-    let mut ranks: Vec<Logged> = (0..2).map(|r| rank(dir, &url, r, &env)).collect();
+    let (mut coordinator, mut ranks) = start_job(dir, &env);
     let mut codes: Vec<Option<i32>> = ranks.iter_mut().map(|r| r.wait_exit(300).code()).collect();
     codes.push(coordinator.wait_exit(60).code());
     codes
@@ -130,8 +136,7 @@ fn two_ranks_match_one_rank_with_twice_the_batch_and_a_killed_rank_is_survived()
     // the coordinator; the relaunched job resumes and ends with the uninterrupted weights.
     job_dir(dir, "killed");
     let env = [("DGR_JOB__DIR", "killed")];
-    let (mut coord, url) = coordinator(dir, &env);
-    let mut ranks: Vec<Logged> = (0..2).map(|r| rank(dir, &url, r, &env)).collect();
+    let (mut coord, mut ranks) = start_job(dir, &env);
     while !dir.join("killed/stage1/checkpoints/step-0000002/manifest.json").is_file() {
         wait_for_steps(dir, "killed", 2, &mut ranks);
     }
@@ -159,8 +164,7 @@ fn sigterm_to_a_rank_or_the_coordinator_stops_every_rank_at_one_checkpoint_and_a
     // SIGTERM to rank 1 of a long run: both ranks stop after the same step, with its checkpoint.
     job_dir(dir, "stopped");
     let env = [("DGR_JOB__DIR", "stopped"), ("DGR_TRAIN_GEN__ENGINE__STEPS", "400")];
-    let (mut coord, url) = coordinator(dir, &env);
-    let mut ranks: Vec<Logged> = (0..2).map(|r| rank(dir, &url, r, &env)).collect();
+    let (mut coord, mut ranks) = start_job(dir, &env);
     wait_for_steps(dir, "stopped", 1, &mut ranks);
     signal("-TERM", ranks[1].child.id());
     let codes: Vec<Option<i32>> = ranks.iter_mut().map(|r| r.wait_exit(120).code()).collect();
@@ -185,8 +189,7 @@ fn sigterm_to_a_rank_or_the_coordinator_stops_every_rank_at_one_checkpoint_and_a
     // SIGTERM to the coordinator: every rank stops too.
     job_dir(dir, "coordinator-stopped");
     let env = [("DGR_JOB__DIR", "coordinator-stopped"), ("DGR_TRAIN_GEN__ENGINE__STEPS", "400")];
-    let (mut coord, url) = coordinator(dir, &env);
-    let mut ranks: Vec<Logged> = (0..2).map(|r| rank(dir, &url, r, &env)).collect();
+    let (mut coord, mut ranks) = start_job(dir, &env);
     wait_for_steps(dir, "coordinator-stopped", 1, &mut ranks);
     signal("-TERM", coord.child.id());
     let codes: Vec<Option<i32>> = ranks.iter_mut().map(|r| r.wait_exit(120).code()).collect();
@@ -199,8 +202,7 @@ fn sigterm_to_a_rank_or_the_coordinator_stops_every_rank_at_one_checkpoint_and_a
     // SIGSTOP of rank 1: the coordinator names it within hang_seconds (5 s) and rank 0 exits.
     job_dir(dir, "paused");
     let env = [("DGR_JOB__DIR", "paused"), ("DGR_TRAIN_GEN__ENGINE__STEPS", "400")];
-    let (mut coord, url) = coordinator(dir, &env);
-    let mut ranks: Vec<Logged> = (0..2).map(|r| rank(dir, &url, r, &env)).collect();
+    let (mut coord, mut ranks) = start_job(dir, &env);
     wait_for_steps(dir, "paused", 1, &mut ranks);
     signal("-STOP", ranks[1].child.id());
     let paused = Instant::now();

@@ -160,7 +160,7 @@ pub struct Rank {
     aborted: Arc<Mutex<Option<String>>>,
     membership: Option<(Client, u64)>,
     watcher: Option<(std::thread::JoinHandle<()>, tokio::sync::oneshot::Sender<()>)>,
-    runtime: Option<Arc<tokio::runtime::Runtime>>,
+    runtime: Arc<tokio::runtime::Runtime>,
 }
 
 /// The fingerprint ranks of one job must share: the stage, its resolved settings, the world
@@ -205,7 +205,7 @@ impl Rank {
                 aborted,
                 membership: None,
                 watcher: None,
-                runtime: Some(runtime),
+                runtime,
             };
             rank.start_watcher(None, Duration::from_secs(1))?;
             return Ok(rank);
@@ -267,7 +267,7 @@ impl Rank {
             aborted,
             membership: Some((client, member_id)),
             watcher: None,
-            runtime: Some(runtime),
+            runtime,
         };
         this.start_watcher(Some(aborter), Duration::from_secs_f64(config.ranks.heartbeat_seconds))?;
         Ok(this)
@@ -325,7 +325,8 @@ impl Rank {
                 }
             }
         };
-        if let (Some((client, member_id)), Some(runtime)) = (&self.membership, &self.runtime) {
+        if let Some((client, member_id)) = &self.membership {
+            let runtime = &self.runtime;
             let request = LeaveRequest { member_id: *member_id, outcome, message };
             let leave = async { tokio::time::timeout(Duration::from_secs(10), client.train_leave(&request)).await };
             if !matches!(runtime.block_on(leave), Ok(Ok(_))) {
@@ -338,7 +339,7 @@ impl Rank {
     /// The thread that sends heartbeats, follows the coordinator's instructions and turns
     /// SIGTERM / SIGUSR1 into a stop after the current step (a second signal exits at once).
     fn start_watcher(&mut self, aborter: Option<RingAborter>, every: Duration) -> anyhow::Result<()> {
-        let Some(runtime) = self.runtime.clone() else { return Ok(()) };
+        let runtime = self.runtime.clone();
         let (mut terminate, mut user1) = runtime.block_on(async {
             Ok::<_, std::io::Error>((signal(SignalKind::terminate())?, signal(SignalKind::user_defined1())?))
         })?;
