@@ -389,7 +389,47 @@ fn retrieve_writes_a_run_and_candidates_backed_by_the_index() {
             }
         }
     }
+    source_weights_scale_keys(t, &rows);
     distributed_retrieve_equals_one_process(t);
+}
+
+/// The same queries retrieved with query-span keys weighted 96 and title keys 0: query-span keys
+/// weigh 3 times what they weighed under the default 32, body keys the same, and no title key is left.
+fn source_weights_scale_keys(t: &Path, before: &[dgr_core::candidates::QueryCandidates]) {
+    let out = Command::new(env!("CARGO_BIN_EXE_dgr"))
+        .args(["--config", "job.toml", "retrieve", "--split", "dev", "--limit", "5"])
+        .current_dir(t)
+        // Three times the embedded default (configs/demo.toml weighs query spans 32).
+        .env("DGR_RETRIEVE__SCORING__SOURCE_WEIGHTS__QUERY_SPAN", "96")
+        .env("DGR_RETRIEVE__SCORING__SOURCE_WEIGHTS__TITLE", "0")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let dir = t.join("job/candidates/dev");
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("candidates.json")).unwrap()).unwrap();
+    let mut after = Vec::new();
+    for shard in manifest["shards"].as_array().unwrap() {
+        let path = dir.join(shard["file"].as_str().unwrap());
+        after.extend(dgr_core::arrow_file::read_records::<dgr_core::candidates::QueryCandidates>(&path).unwrap());
+    }
+    let weight_of = |rows: &[dgr_core::candidates::QueryCandidates], source: &str| {
+        let mut weights = std::collections::BTreeMap::new();
+        for row in rows {
+            for key in row.keys.iter().filter(|k| k.source == source) {
+                weights.insert((row.query_id.clone(), key.tokens.clone()), key.weight);
+            }
+        }
+        weights
+    };
+    let (spans_before, spans_after) = (weight_of(before, "query-span"), weight_of(&after, "query-span"));
+    assert!(!spans_before.is_empty());
+    assert_eq!(spans_before.keys().collect::<Vec<_>>(), spans_after.keys().collect::<Vec<_>>());
+    for (key, weight) in &spans_before {
+        assert!((spans_after[key] - 3.0 * weight).abs() <= 1e-9 * weight.max(1.0), "{key:?}");
+    }
+    assert_eq!(weight_of(before, "body"), weight_of(&after, "body"));
+    assert!(weight_of(&after, "title").is_empty());
 }
 
 /// The whole dev split retrieved by one process, then by a coordinator and two workers: the

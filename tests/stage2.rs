@@ -107,6 +107,7 @@ fn stage_two_trains_on_retrieved_candidates_resumes_after_kill_and_refuses_bad_i
          [train_gen]\ninit = {tiny:?}\ntokenizer = {tokenizer:?}\nlabel_smoothing = 0.0\n\
          engine = {{ steps = 80, batch_size = 16, learning_rate = 3e-3, warmup_steps = 5, checkpoint_every = 0 }}\n\
          [retrieve]\nshard_queries = 8\nbatch_queries = 4\nsearch = {{ beam = 5, hits = 40, body_tokens = 4, title_tokens = 12 }}\n\
+         scoring = {{ source_weights = {{ title = 0.5, query_span = 4.0 }} }}\n\
          [teacher]\nmodel = {minilm:?}\ncandidates = \"gr\"\ndepth = 40\nshard_queries = 8\n\
          [train_distill]\nmin_negatives = 4\nnegative_pool = 6\nlambda = 1.0\n\
          loss = {{ margin = 1e9 }}\n\

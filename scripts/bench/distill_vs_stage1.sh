@@ -5,8 +5,8 @@
 # each retrieving dev and test, beside BM25, S itself and the teacher re-ranking S's candidates
 # (the ceiling). Stage 2 uses the first Q train queries that S retrieves for.
 #   scripts/bench/distill_vs_stage1.sh STUDENT [T [Q [ABLATION]]]
-# STUDENT: a stage-1 model directory (a checkpoint's model/); the job of work/wiki-s (data/, index/)
-# provides the data. ABLATION: a name; only (b) runs again, into work/dgr-exp/b-ABLATION, with the
+# STUDENT: a stage-1 model directory (a checkpoint's model/); the job BASE (default work/wiki-s;
+# its data/ and index/) provides the data. ABLATION: a name; only (b) runs again, into work/dgr-exp/b-ABLATION, with the
 # settings given as environment variables, e.g.
 #   DGR_TRAIN_DISTILL__LOSS__KIND=listnet scripts/bench/distill_vs_stage1.sh S 400 1000 listnet
 # PARTS="s ceiling b a" (the default) picks the parts to run: s = BM25 and S; ceiling (after s);
@@ -20,7 +20,7 @@ student=$(realpath "$1")
 steps=${2:-400}
 train_queries=${3:-1000}
 ablation=${4:-}
-base=$(realpath work/wiki-s)
+base=$(realpath "${BASE:-work/wiki-s}")
 exp=${EXP:-work/dgr-exp}
 dgr=$(realpath target/release/dgr)
 parts=${PARTS:-s ceiling b a}

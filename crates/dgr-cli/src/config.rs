@@ -92,6 +92,7 @@ impl Config {
         if !(0.0..=1.0).contains(&r.scoring.coverage) || r.scoring.smoothing <= 0.0 {
             bail!("retrieve.scoring.coverage must lie in [0, 1] and retrieve.scoring.smoothing be positive");
         }
+        r.scoring.source_weights.validate().map_err(|e| anyhow::anyhow!("retrieve.scoring.{e}"))?;
         let t = &self.teacher;
         if [t.batch_size, t.depth, t.shard_queries].contains(&0) || t.max_tokens < 3 {
             bail!("teacher.batch_size, depth and shard_queries must be at least 1, max_tokens at least 3");

@@ -3,7 +3,9 @@
 //! scores the weights of the keys found in it, greedily and without overlap, plus unigram
 //! scores for the tokens no key covers.
 //!
-//! - Key weight: `w = max(0, logit P(k|q) - logit P(k))^exponent`, `P(k) = (count + s) / (N + s)`.
+//! - Key weight: `w = scale · max(0, logit P(k|q) - logit P(k))^exponent`,
+//!   `P(k) = (count + s) / (N + s)`; the scale is the [`SourceWeights`] entry of where the key
+//!   came from (SEAL's is 1 for every source; dgr weighs the query's own spans 32 by default).
 //! - Coverage: a key's weight is scaled by `1 - β + β · |new token ids| / |token ids|`, where the
 //!   token ids already covered by the passage's earlier keys are not new.
 //! - Candidates: only keys with at most `max_hits` occurrences propose passages (first stage);
@@ -20,6 +22,8 @@ pub struct Key {
     /// Matched only at the start of a passage (titles).
     pub anchored: bool,
     pub log_prob: f64,
+    /// Multiplies the key's weight: its source's entry in [`SourceWeights`].
+    pub scale: f64,
 }
 
 /// The student's log-probability of a single token as an identifier (its first-step
@@ -44,11 +48,77 @@ pub struct ScoringConfig {
     pub max_hits: u64,
     /// Passages scored in full.
     pub candidates: usize,
+    /// How much a key counts by where it came from.
+    pub source_weights: SourceWeights,
 }
 
 impl Default for ScoringConfig {
     fn default() -> Self {
-        ScoringConfig { smoothing: 5.0, exponent: 2.0, coverage: 0.8, max_hits: 1500, candidates: 1500 }
+        ScoringConfig {
+            smoothing: 5.0,
+            exponent: 2.0,
+            coverage: 0.8,
+            max_hits: 1500,
+            candidates: 1500,
+            source_weights: SourceWeights::default(),
+        }
+    }
+}
+
+/// Factors on key weights by the key's source (`[retrieve.scoring.source_weights]`). The views
+/// do not deserve the same trust: a decoded title that is wrong points at one wrong passage
+/// with the largest weight there is, while the query's own words found in a passage are rarely
+/// wrong (docs/benchmarks.md, the error analysis).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceWeights {
+    /// Decoded titles.
+    pub title: f64,
+    /// Decoded body spans.
+    pub body: f64,
+    /// Decoded pseudo-queries.
+    pub pseudo_query: f64,
+    /// Spans of the query's own words found in the corpus.
+    pub query_span: f64,
+    /// Unigram keys and the unigram scores of uncovered tokens.
+    pub unigram: f64,
+}
+
+impl Default for SourceWeights {
+    fn default() -> Self {
+        // SEAL weighs every source alike; on wiki-vital dev, query spans weighted 32 lift R@5
+        // from 23.9 to 59.0 (docs/benchmarks.md).
+        SourceWeights { title: 1.0, body: 1.0, pseudo_query: 1.0, query_span: 32.0, unigram: 1.0 }
+    }
+}
+
+impl SourceWeights {
+    /// The factor of a key source as candidate shards name it (`title`, `body`,
+    /// `pseudo-query`, `query-span`, `unigram`); `None` for another name.
+    pub fn of(&self, source: &str) -> Option<f64> {
+        match source {
+            "title" => Some(self.title),
+            "body" => Some(self.body),
+            "pseudo-query" => Some(self.pseudo_query),
+            "query-span" => Some(self.query_span),
+            "unigram" => Some(self.unigram),
+            _ => None,
+        }
+    }
+
+    /// Every factor must be finite and non-negative (0 turns a source off).
+    pub fn validate(&self) -> Result<(), String> {
+        let named = [
+            ("title", self.title),
+            ("body", self.body),
+            ("pseudo_query", self.pseudo_query),
+            ("query_span", self.query_span),
+            ("unigram", self.unigram),
+        ];
+        match named.iter().find(|(_, w)| !w.is_finite() || *w < 0.0) {
+            Some((name, w)) => Err(format!("source_weights.{name} = {w}: a weight must be finite and at least 0")),
+            None => Ok(()),
+        }
     }
 }
 
@@ -100,7 +170,8 @@ pub fn log_odds(log_prob: f64, count: u64, total_tokens: u64, smoothing: f64) ->
     (student + ln_one_minus_exp(corpus)) - (corpus + ln_one_minus_exp(student))
 }
 
-/// The weight of a key: clamped log-odds raised to `exponent`; 0 for a key not in the corpus.
+/// The weight of a key before its source's scale: clamped log-odds raised to `exponent`; 0 for
+/// a key not in the corpus.
 pub fn key_weight(log_prob: f64, count: u64, total_tokens: u64, config: &ScoringConfig) -> f64 {
     weight_and_slope(log_prob, count, total_tokens, config.smoothing, config.exponent).0
 }
@@ -152,7 +223,7 @@ pub fn rank_passages(
         let start = if key.anchored { index.passage_start() } else { index.root() };
         let prefix = key.tokens.iter().fold(start, |p, &t| index.extend(&p, t));
         let count = prefix.count();
-        let weight = key_weight(key.log_prob, count, total, config);
+        let weight = key.scale * key_weight(key.log_prob, count, total, config);
         if weight > 0.0 {
             weighted.push(WeightedKey {
                 tokens: key.tokens.clone(),
@@ -174,7 +245,8 @@ pub fn rank_passages(
             continue;
         }
         let prefix = index.extend(&index.root(), u.token);
-        let weight = log_odds(u.log_prob, prefix.count(), total, config.smoothing).max(0.0);
+        let weight =
+            config.source_weights.unigram * log_odds(u.log_prob, prefix.count(), total, config.smoothing).max(0.0);
         if weight > 0.0 {
             scored_unigrams.push((u, prefix, weight));
         }

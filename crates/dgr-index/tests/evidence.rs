@@ -43,7 +43,7 @@ fn corpus() -> CorpusIndex {
 }
 
 fn key(tokens: &[u32], p: f64) -> Key {
-    Key { tokens: tokens.to_vec(), anchored: false, log_prob: p.ln() }
+    Key { tokens: tokens.to_vec(), anchored: false, log_prob: p.ln(), scale: 1.0 }
 }
 
 #[test]
@@ -104,7 +104,7 @@ fn passages_score_their_keys_greedily_without_overlap_and_unigrams_for_the_rest(
 fn titles_match_only_at_the_start_of_a_passage_and_hits_are_bounded() {
     let index = corpus();
     // [3 4] opens p1 only; unanchored it also occurs in p0.
-    let title = Key { tokens: vec![3, 4], anchored: true, log_prob: 0.9f64.ln() };
+    let title = Key { tokens: vec![3, 4], anchored: true, log_prob: 0.9f64.ln(), scale: 1.0 };
     let ranking = rank_passages(&index, &[title], &[], &ScoringConfig::default(), 10);
     assert_eq!(ranking.keys[0].count, 1);
     assert_eq!(ranking.passages.iter().map(|p| p.passage).collect::<Vec<_>>(), vec![1]);
@@ -115,4 +115,42 @@ fn titles_match_only_at_the_start_of_a_passage_and_hits_are_bounded() {
     let config = ScoringConfig { max_hits: 1, ..ScoringConfig::default() };
     let ranking = rank_passages(&index, &[key(&[3, 4], 0.9)], &[], &config, 10);
     assert!(ranking.passages.is_empty());
+}
+
+#[test]
+fn source_weights_scale_key_weights_and_unigram_scores() {
+    // The keys of the first test, with B [1 2] from a source weighted 40: its weight becomes
+    // 40 × 0.260943 = 10.437713, so p0 (10.437713 + 5.995343 + 0.032880) now ranks above p1.
+    let mut boosted = key(&[1, 2], 0.5);
+    boosted.scale = 40.0;
+    let keys = vec![key(&[3, 4], 0.9), boosted, key(&[3], 0.6)];
+    let unigrams = [Unigram { token: 5, log_prob: 0.7f64.ln() }];
+    let ranking = rank_passages(&corpus(), &keys, &unigrams, &ScoringConfig::default(), 10);
+    assert!(close(ranking.keys[1].weight, 40.0 * 0.26094281769158323));
+    let ranked: Vec<(u32, f64)> = ranking.passages.iter().map(|p| (p.passage, p.score)).collect();
+    assert_eq!(ranked.iter().map(|r| r.0).collect::<Vec<_>>(), vec![0, 1, 2], "{ranked:?}");
+    assert!(close(ranked[0].1, 40.0 * 0.26094281769158323 + 5.9953432571314265 + 0.2 * 0.16440195369043287));
+
+    // The unigram weight scales unigram keys; at 0 the unigram [5] is gone and p2, which only
+    // it proposed, with it.
+    let mut config = ScoringConfig::default();
+    config.source_weights.unigram = 3.0;
+    let ranking = rank_passages(&corpus(), &keys, &unigrams, &config, 10);
+    let unigram_key = ranking.keys.iter().find(|k| k.tokens == [5]).expect("the unigram key");
+    assert!(close(unigram_key.weight, 3.0 * 1.0986122883347764));
+    config.source_weights.unigram = 0.0;
+    let ranking = rank_passages(&corpus(), &keys, &unigrams, &config, 10);
+    assert!(ranking.keys.iter().all(|k| k.tokens != [5]));
+    assert_eq!(ranking.passages.iter().map(|p| p.passage).collect::<Vec<_>>(), vec![0, 1]);
+}
+
+#[test]
+fn source_weights_name_the_candidate_shards_sources_and_refuse_negative_factors() {
+    let weights = dgr_index::evidence::SourceWeights { query_span: 16.0, ..Default::default() };
+    assert_eq!(weights.of("query-span"), Some(16.0));
+    assert_eq!(weights.of("title"), Some(1.0));
+    assert_eq!(weights.of("query_span"), None);
+    assert!(weights.validate().is_ok());
+    let bad = dgr_index::evidence::SourceWeights { title: -1.0, ..Default::default() };
+    assert!(bad.validate().unwrap_err().contains("source_weights.title"));
 }

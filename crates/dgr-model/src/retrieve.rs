@@ -179,7 +179,12 @@ impl<'a, M: EncoderDecoder> Retriever<'a, M> {
                 index_time += found[row].index_time;
                 for FoundKey { tokens, log_prob, .. } in &found[row].keys {
                     let tokens = search.forced.iter().chain(tokens).copied().collect();
-                    keys.push(Key { tokens, anchored: view == View::Title, log_prob: f64::from(*log_prob) });
+                    keys.push(Key {
+                        tokens,
+                        anchored: view == View::Title,
+                        log_prob: f64::from(*log_prob),
+                        scale: self.source_weight(KeySource::Decoded(view)),
+                    });
                     key_sources.push(KeySource::Decoded(view));
                 }
                 if view == View::Body {
@@ -196,7 +201,12 @@ impl<'a, M: EncoderDecoder> Retriever<'a, M> {
             if !spans.is_empty() {
                 let scores = host_values(self.model.score_keys(&body, &spans).into_data())?;
                 for (tokens, score) in spans.into_iter().zip(scores) {
-                    keys.push(Key { tokens, anchored: false, log_prob: f64::from(score) });
+                    keys.push(Key {
+                        tokens,
+                        anchored: false,
+                        log_prob: f64::from(score),
+                        scale: self.source_weight(KeySource::QuerySpan),
+                    });
                     key_sources.push(KeySource::QuerySpan);
                 }
             }
@@ -222,6 +232,18 @@ impl<'a, M: EncoderDecoder> Retriever<'a, M> {
             });
         }
         Ok(results)
+    }
+
+    /// The factor `[retrieve.scoring.source_weights]` gives keys from `source`.
+    fn source_weight(&self, source: KeySource) -> f64 {
+        let weights = &self.scoring.source_weights;
+        match source {
+            KeySource::Decoded(View::Title) => weights.title,
+            KeySource::Decoded(View::Body) => weights.body,
+            KeySource::Decoded(View::PseudoQuery) => weights.pseudo_query,
+            KeySource::QuerySpan => weights.query_span,
+            KeySource::Unigram => weights.unigram,
+        }
     }
 
     /// Spans of up to `query_span_words` words of `query` that occur in the corpus and are not

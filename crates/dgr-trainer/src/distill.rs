@@ -97,6 +97,8 @@ struct QueryKey {
     count: u64,
     /// 1 for unigram keys (their weight is the clamped log-odds), else the configured power.
     exponent: f64,
+    /// The key source's factor (`[retrieve.scoring.source_weights]`).
+    scale: f64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -277,17 +279,20 @@ fn query_keys(
             }
             _ => key.tokens.clone(),
         };
+        // Known sources were matched above.
+        let scale = scoring.source_weights.of(&key.source).unwrap_or(1.0);
         // Only keys that count for a passage matter (a unigram key may occur nowhere).
         let (weight, _) = weight_and_slope(key.log_prob, key.count, total_tokens, scoring.smoothing, exponent);
+        let weight = scale * weight;
         if used.contains(&(k as u32)) && (weight - key.weight).abs() > 1e-6 * key.weight.abs().max(1.0) {
             return Err(TrainError::Input(format!(
                 "query {}: a {} key weighs {} in the candidates but {weight} with the retrieve settings and index \
-                 given (smoothing {}, exponent {}, N {total_tokens}): the candidates were made with other settings \
-                 or another index",
+                 given (smoothing {}, exponent {}, source weight {scale}, N {total_tokens}): the candidates were \
+                 made with other settings or another index",
                 candidates.query_id, key.source, key.weight, scoring.smoothing, scoring.exponent
             )));
         }
-        keys.push(QueryKey { tokens, view, count: key.count, exponent });
+        keys.push(QueryKey { tokens, view, count: key.count, exponent, scale });
     }
     Ok(keys)
 }
@@ -549,6 +554,7 @@ impl DistillObjective<'_> {
                 let lp = f64::from(values[i]);
                 let (weight, slope) =
                     weight_and_slope(lp, k.count, self.data.total_tokens, self.data.scoring.smoothing, k.exponent);
+                let (weight, slope) = (k.scale * weight, k.scale * slope);
                 slopes[p * keys + i] += (key.coverage * slope) as f32;
                 offset += key.coverage * (weight - slope * lp);
             }
