@@ -13,6 +13,8 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
+use dgr_core::views::View;
+
 use crate::corpus::{CorpusIndex, Prefix};
 
 /// A key found for a query: token ids matched in the index and the student's log P(key | query).
@@ -65,6 +67,40 @@ impl Default for ScoringConfig {
     }
 }
 
+/// Where a key came from: decoded by the student under a view's prompt, a span of the query's
+/// own words found in the corpus, or one of the best unigrams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeySource {
+    Decoded(View),
+    QuerySpan,
+    Unigram,
+}
+
+impl KeySource {
+    /// Every source, in the order candidate shards document them.
+    pub const ALL: [KeySource; 5] = [
+        KeySource::Decoded(View::Title),
+        KeySource::Decoded(View::Body),
+        KeySource::Decoded(View::PseudoQuery),
+        KeySource::QuerySpan,
+        KeySource::Unigram,
+    ];
+
+    /// The name candidate shards store (`title`, `body`, `pseudo-query`, `query-span`, `unigram`).
+    pub fn name(self) -> &'static str {
+        match self {
+            KeySource::Decoded(view) => view.name(),
+            KeySource::QuerySpan => "query-span",
+            KeySource::Unigram => "unigram",
+        }
+    }
+
+    /// The source a stored name stands for; `None` for a name retrieval never writes.
+    pub fn parse(name: &str) -> Option<KeySource> {
+        KeySource::ALL.into_iter().find(|source| source.name() == name)
+    }
+}
+
 /// Factors on key weights by the key's source (`[retrieve.scoring.source_weights]`). The views
 /// do not deserve the same trust: a decoded title that is wrong points at one wrong passage
 /// with the largest weight there is, while the query's own words found in a passage are rarely
@@ -93,16 +129,14 @@ impl Default for SourceWeights {
 }
 
 impl SourceWeights {
-    /// The factor of a key source as candidate shards name it (`title`, `body`,
-    /// `pseudo-query`, `query-span`, `unigram`); `None` for another name.
-    pub fn of(&self, source: &str) -> Option<f64> {
+    /// The factor of keys from `source`.
+    pub fn of(&self, source: KeySource) -> f64 {
         match source {
-            "title" => Some(self.title),
-            "body" => Some(self.body),
-            "pseudo-query" => Some(self.pseudo_query),
-            "query-span" => Some(self.query_span),
-            "unigram" => Some(self.unigram),
-            _ => None,
+            KeySource::Decoded(View::Title) => self.title,
+            KeySource::Decoded(View::Body) => self.body,
+            KeySource::Decoded(View::PseudoQuery) => self.pseudo_query,
+            KeySource::QuerySpan => self.query_span,
+            KeySource::Unigram => self.unigram,
         }
     }
 

@@ -146,10 +146,16 @@ fn source_weights_scale_key_weights_and_unigram_scores() {
 
 #[test]
 fn source_weights_name_the_candidate_shards_sources_and_refuse_negative_factors() {
-    let weights = dgr_index::evidence::SourceWeights { query_span: 16.0, ..Default::default() };
-    assert_eq!(weights.of("query-span"), Some(16.0));
-    assert_eq!(weights.of("title"), Some(1.0));
-    assert_eq!(weights.of("query_span"), None);
+    use dgr_index::evidence::KeySource;
+    let weights = dgr_index::evidence::SourceWeights { query_span: 16.0, pseudo_query: 2.0, ..Default::default() };
+    let parsed = |name: &str| KeySource::parse(name).map(|source| weights.of(source));
+    assert_eq!(parsed("query-span"), Some(16.0));
+    assert_eq!(parsed("pseudo-query"), Some(2.0));
+    assert_eq!(parsed("title"), Some(1.0));
+    assert_eq!(parsed("query_span"), None, "the TOML key is not a stored source name");
+    for source in KeySource::ALL {
+        assert_eq!(KeySource::parse(source.name()), Some(source));
+    }
     assert!(weights.validate().is_ok());
     let bad = dgr_index::evidence::SourceWeights { title: -1.0, ..Default::default() };
     assert!(bad.validate().unwrap_err().contains("source_weights.title"));

@@ -49,14 +49,7 @@ impl Default for RetrievalConfig {
     }
 }
 
-/// Where a key came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum KeySource {
-    Decoded(View),
-    QuerySpan,
-    /// One of the best unigrams, added by the ranking.
-    Unigram,
-}
+pub use dgr_index::evidence::KeySource;
 
 /// One query's ranking, where each of its keys came from (parallel to `ranking.keys`) and where
 /// the time went.
@@ -183,7 +176,7 @@ impl<'a, M: EncoderDecoder> Retriever<'a, M> {
                         tokens,
                         anchored: view == View::Title,
                         log_prob: f64::from(*log_prob),
-                        scale: self.source_weight(KeySource::Decoded(view)),
+                        scale: self.scoring.source_weights.of(KeySource::Decoded(view)),
                     });
                     key_sources.push(KeySource::Decoded(view));
                 }
@@ -205,7 +198,7 @@ impl<'a, M: EncoderDecoder> Retriever<'a, M> {
                         tokens,
                         anchored: false,
                         log_prob: f64::from(score),
-                        scale: self.source_weight(KeySource::QuerySpan),
+                        scale: self.scoring.source_weights.of(KeySource::QuerySpan),
                     });
                     key_sources.push(KeySource::QuerySpan);
                 }
@@ -232,18 +225,6 @@ impl<'a, M: EncoderDecoder> Retriever<'a, M> {
             });
         }
         Ok(results)
-    }
-
-    /// The factor `[retrieve.scoring.source_weights]` gives keys from `source`.
-    fn source_weight(&self, source: KeySource) -> f64 {
-        let weights = &self.scoring.source_weights;
-        match source {
-            KeySource::Decoded(View::Title) => weights.title,
-            KeySource::Decoded(View::Body) => weights.body,
-            KeySource::Decoded(View::PseudoQuery) => weights.pseudo_query,
-            KeySource::QuerySpan => weights.query_span,
-            KeySource::Unigram => weights.unigram,
-        }
     }
 
     /// Spans of up to `query_span_words` words of `query` that occur in the corpus and are not

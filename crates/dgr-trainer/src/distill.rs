@@ -24,7 +24,7 @@ use dgr_core::candidates::QueryCandidates;
 use dgr_core::rank_lists::RankList;
 use dgr_core::views::View;
 use dgr_core::{Passage, Query};
-use dgr_index::evidence::{ScoringConfig, weight_and_slope};
+use dgr_index::evidence::{KeySource, ScoringConfig, weight_and_slope};
 use dgr_model::bert2bert::Bert2Bert;
 use dgr_model::seq2seq::{Encoded as EncodedSource, EncoderDecoder, Source, token_cross_entropy};
 use dgr_model::tokenizer::{TextTokenizer, batch};
@@ -261,17 +261,16 @@ fn query_keys(
     let used: std::collections::HashSet<u32> = candidates.passage_keys.iter().flatten().copied().collect();
     let mut keys = Vec::with_capacity(candidates.keys.len());
     for (k, key) in candidates.keys.iter().enumerate() {
-        let (view, exponent) = match key.source.as_str() {
-            "title" => (View::Title, scoring.exponent),
-            "body" | "query-span" => (View::Body, scoring.exponent),
-            "unigram" => (View::Body, 1.0),
-            "pseudo-query" => (View::PseudoQuery, scoring.exponent),
-            other => {
-                return Err(TrainError::Input(format!(
-                    "query {}: key source `{other}` is not one retrieval writes",
-                    candidates.query_id
-                )));
-            }
+        let source = KeySource::parse(&key.source).ok_or_else(|| {
+            TrainError::Input(format!(
+                "query {}: key source `{}` is not one retrieval writes",
+                candidates.query_id, key.source
+            ))
+        })?;
+        let (view, exponent) = match source {
+            KeySource::Decoded(view) => (view, scoring.exponent),
+            KeySource::QuerySpan => (View::Body, scoring.exponent),
+            KeySource::Unigram => (View::Body, 1.0),
         };
         let tokens = match view {
             View::PseudoQuery => {
@@ -279,8 +278,7 @@ fn query_keys(
             }
             _ => key.tokens.clone(),
         };
-        // Known sources were matched above.
-        let scale = scoring.source_weights.of(&key.source).unwrap_or(1.0);
+        let scale = scoring.source_weights.of(source);
         // Only keys that count for a passage matter (a unigram key may occur nowhere).
         let (weight, _) = weight_and_slope(key.log_prob, key.count, total_tokens, scoring.smoothing, exponent);
         let weight = scale * weight;
@@ -563,5 +561,40 @@ impl DistillObjective<'_> {
         let slopes = Tensor::<2>::from_data(TensorData::new(slopes, [count, keys]), &device);
         let offsets = Tensor::<1>::from_data(TensorData::new(offsets, [count]), &device);
         Ok((slopes.matmul(log_probs.reshape([keys, 1])).reshape([count]) + offsets, retrieval))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use dgr_core::candidates::{CandidateKey, QueryCandidates};
+    use dgr_index::evidence::{ScoringConfig, SourceWeights};
+
+    use super::{Markers, query_keys};
+
+    fn candidates(source: &str) -> QueryCandidates {
+        let key = CandidateKey { tokens: vec![7, 8], source: source.into(), log_prob: -1.0, count: 3, weight: 0.0 };
+        QueryCandidates {
+            query_id: "q1".into(),
+            passage_ids: vec!["p1".into()],
+            scores: vec![0.0],
+            passage_keys: vec![vec![]],
+            passage_key_scores: vec![vec![]],
+            keys: vec![key],
+        }
+    }
+
+    #[test]
+    fn a_key_takes_its_sources_weight_and_an_unknown_source_is_refused() {
+        let markers = Markers { pseudo_query: vec![99] };
+        let scoring = ScoringConfig {
+            source_weights: SourceWeights { query_span: 5.0, ..SourceWeights::default() },
+            ..ScoringConfig::default()
+        };
+        let keys = query_keys(&candidates("query-span"), &markers, &scoring, 1000).unwrap();
+        assert_eq!(keys[0].scale, 5.0);
+        let keys = query_keys(&candidates("title"), &markers, &scoring, 1000).unwrap();
+        assert_eq!(keys[0].scale, 1.0);
+        let error = query_keys(&candidates("query_span"), &markers, &scoring, 1000).unwrap_err().to_string();
+        assert!(error.contains("q1") && error.contains("`query_span`"), "{error}");
     }
 }
