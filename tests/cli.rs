@@ -135,21 +135,51 @@ fn run_executes_the_configured_pipeline_and_reuses_finished_stages() {
     )
     .unwrap();
 
-    let (stdout, _) = ok(t, &["run", "--config", "job.toml"]);
-    assert!(stdout.contains("== bm25 on train (wiki-vital)") && stdout.contains("== bm25 on dev"), "{stdout}");
+    let (stdout, stderr) = ok(t, &["run", "--config", "job.toml", "--until", "bm25"]);
+    assert!(stdout.contains("== wiki-vital job in job: prepare"), "{stdout}");
+    let table: Vec<&str> = stdout.lines().skip(2).collect();
+    assert!(table[0].starts_with("bm25   train  qrels") && table[1].starts_with("bm25   dev    qrels"), "{stdout}");
+    assert!(!stderr.contains("up to date"), "{stderr}");
     let metrics = std::fs::read_to_string(t.join("job/metrics.jsonl")).unwrap();
     assert_eq!(metrics.lines().count(), 2);
     let first: serde_json::Value = serde_json::from_str(metrics.lines().next().unwrap()).unwrap();
-    assert_eq!(first["split"], "train");
+    assert_eq!((first["system"].as_str(), first["split"].as_str()), (Some("bm25"), Some("train")));
     assert_eq!(first["queries"], 31);
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(t.join("job/results.json")).unwrap()).unwrap();
+    assert_eq!(results["rows"][0]["metrics"], first["metrics"]);
     assert!(t.join("job/runs/bm25-dev.trec").is_file());
+    let record = |stage: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(t.join(format!("job/stages/{stage}.json"))).unwrap()).unwrap()
+    };
+    assert_eq!(record("bm25")["state"], "done");
 
-    let (_, stderr) = ok(t, &["run", "--config", "job.toml"]);
-    assert!(stderr.contains("dataset already prepared: reusing it"), "{stderr}");
-    assert!(stderr.contains("BM25 index is current: reusing it"), "{stderr}");
-    let again = std::fs::read_to_string(t.join("job/metrics.jsonl")).unwrap();
-    assert_eq!(again.lines().count(), 4);
-    assert_eq!(again.lines().nth(2), metrics.lines().next(), "same data, same index, same numbers");
+    // Nothing changed: every stage is up to date and nothing is appended.
+    let (again, stderr) = ok(t, &["run", "--config", "job.toml", "--until", "bm25"]);
+    for stage in ["prepare", "bm25", "eval"] {
+        assert!(stderr.contains(&format!("stage {stage}: up to date")), "{stderr}");
+    }
+    assert!(!stderr.contains(": done in"), "{stderr}");
+    assert_eq!(again.lines().skip(1).collect::<Vec<_>>(), stdout.lines().skip(1).collect::<Vec<_>>());
+    assert_eq!(std::fs::read_to_string(t.join("job/metrics.jsonl")).unwrap(), metrics);
+
+    // Another BM25 depth: BM25 and the evaluation run again, the dataset stays.
+    let prepared = record("prepare");
+    let out = Command::new(env!("CARGO_BIN_EXE_dgr"))
+        .args(["run", "--config", "job.toml", "--until", "bm25"])
+        .current_dir(t)
+        .env("DGR_BM25__TOP_K", "5")
+        .env_remove("RUST_LOG")
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(record("prepare"), prepared);
+    assert!(stderr.contains("stage bm25: inputs or settings changed since it last ran"), "{stderr}");
+    assert!(stderr.contains("stage prepare: up to date"), "{stderr}");
+    assert_eq!(stderr.matches(": done in").count(), 2, "bm25 and eval only: {stderr}");
+    assert_eq!(std::fs::read_to_string(t.join("job/metrics.jsonl")).unwrap().lines().count(), 4);
 }
 
 #[test]

@@ -41,7 +41,7 @@ fn job(dir: &Path) {
     assert!(minilm.is_dir(), "MiniLM missing: run scripts/fetch-assets.sh");
     let config = format!(
         "[job]\ndir = \"job\"\n[prepare]\ninput = {:?}\n[bm25]\ntop_k = 8\n\
-         [teacher]\nmodel = {:?}\nmax_tokens = 48\ndepth = 8\nshard_queries = 2\nbatch_size = 16\n\
+         [teacher]\nmodel = {:?}\ncandidates = \"bm25\"\nmax_tokens = 48\ndepth = 8\nshard_queries = 2\nbatch_size = 16\n\
          [coordinator]\nbind = \"127.0.0.1:0\"\nlease_seconds = 2.0\nheartbeat_seconds = 0.4\nlinger_seconds = 1.0\n\
          max_body_bytes = 2048\n[worker]\nretry_seconds = 30.0\n",
         root().join("tests/fixtures/wiki-vital/summaries_subset.json").to_str().unwrap(),

@@ -2,13 +2,14 @@
 //! layering, logging, progress bars and exit codes live here; the work lives in the crates.
 
 mod commands;
-mod config;
 mod progress;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, ValueEnum};
+use dgr_pipeline::PipelineError;
+use dgr_pipeline::ranks::Ending;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -57,9 +58,8 @@ fn main() -> ExitCode {
         Err(err) => {
             // A run stopped on request, or aborted because another rank failed, says so with
             // its own exit code (docs/operations.md).
-            let ending = err.downcast_ref::<commands::ranks::Ending>();
-            let label =
-                if matches!(ending, Some(commands::ranks::Ending::Stopped { .. })) { "stopped" } else { "error" };
+            let ending = err.downcast_ref::<PipelineError>().and_then(PipelineError::ending);
+            let label = if matches!(ending, Some(Ending::Stopped { .. })) { "stopped" } else { "error" };
             match cli.log_format {
                 LogFormat::Json => tracing::error!("{err:#}"),
                 LogFormat::Text => eprintln!("{label}: {err:#}"),

@@ -1,10 +1,10 @@
-//! The file-level configuration: one section per setting group, each owned by the crate that
-//! uses it, layered by `dgr_core::config::load` (embedded defaults < `--config` file < `DGR_`
+//! The file-level configuration of a job: one section per setting group, each owned by the
+//! crate that uses it, layered by `dgr_core::config::load` (embedded defaults < `--config` file < `DGR_`
 //! environment < flags), then checked across sections.
 
 use std::path::Path;
 
-use anyhow::{Context, bail};
+use crate::error::{Context, Result, bail};
 use dgr_coordinator::rendezvous::RanksConfig;
 use dgr_core::config::{
     Bm25Config, CoordinatorConfig, EvalConfig, IndexConfig, JobConfig, PrepareConfig, WorkerConfig,
@@ -15,6 +15,8 @@ use dgr_teacher::teacher::TeacherConfig;
 use dgr_trainer::distill::DistillConfig;
 use dgr_trainer::engine::EngineConfig;
 use dgr_trainer::stage1::TrainGenConfig;
+
+use crate::job::RunConfig;
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
@@ -33,6 +35,7 @@ pub struct Config {
     pub coordinator: CoordinatorConfig,
     pub worker: WorkerConfig,
     pub ranks: RanksConfig,
+    pub run: RunConfig,
 }
 
 /// Generative retrieval (`dgr retrieve`, `[retrieve]`): the student and how the work is cut
@@ -57,14 +60,14 @@ pub struct RetrieveConfig {
 }
 
 /// Loads and checks the configuration.
-pub fn load(file: Option<&Path>, overrides: Figment) -> anyhow::Result<Config> {
+pub fn load(file: Option<&Path>, overrides: Figment) -> Result<Config> {
     let config: Config = dgr_core::config::load(file, overrides).context("cannot load configuration")?;
     config.validate().context("invalid configuration")?;
     Ok(config)
 }
 
 impl Config {
-    fn validate(&self) -> anyhow::Result<()> {
+    fn validate(&self) -> Result<()> {
         let split = self.prepare.split;
         if u32::from(split.train) + u32::from(split.dev) + u32::from(split.test) != 100 {
             bail!("prepare.split percentages must add up to 100");
@@ -92,7 +95,9 @@ impl Config {
         if !(0.0..=1.0).contains(&r.scoring.coverage) || r.scoring.smoothing <= 0.0 {
             bail!("retrieve.scoring.coverage must lie in [0, 1] and retrieve.scoring.smoothing be positive");
         }
-        r.scoring.source_weights.validate().map_err(|e| anyhow::anyhow!("retrieve.scoring.{e}"))?;
+        if let Err(e) = r.scoring.source_weights.validate() {
+            bail!("retrieve.scoring.{e}");
+        }
         let t = &self.teacher;
         if [t.batch_size, t.depth, t.shard_queries].contains(&0) || t.max_tokens < 3 {
             bail!("teacher.batch_size, depth and shard_queries must be at least 1, max_tokens at least 3");
@@ -129,7 +134,7 @@ impl Config {
     }
 }
 
-fn validate_engine(section: &str, e: &EngineConfig) -> anyhow::Result<()> {
+fn validate_engine(section: &str, e: &EngineConfig) -> Result<()> {
     if e.steps == 0 || e.batch_size == 0 || e.accumulation == 0 || e.keep_checkpoints == 0 {
         bail!("{section}.engine.steps, batch_size, accumulation and keep_checkpoints must be at least 1");
     }
@@ -176,23 +181,23 @@ mod tests {
         assert_eq!(config.train_distill.loss.step_margin, defaults.train_distill.loss.step_margin);
 
         std::fs::write(&user, "[bm25]\ntop_kk = 50\n").unwrap();
-        let err = format!("{:#}", load(Some(&user), Figment::new()).unwrap_err());
+        let err = crate::error::report(&load(Some(&user), Figment::new()).unwrap_err());
         assert!(err.contains("top_kk"), "{err}");
         assert!(err.contains("user.toml"), "{err}");
 
         std::fs::write(&user, "[train_gen.engine]\nstepz = 5\n").unwrap();
-        let err = format!("{:#}", load(Some(&user), Figment::new()).unwrap_err());
+        let err = crate::error::report(&load(Some(&user), Figment::new()).unwrap_err());
         assert!(err.contains("stepz") && err.contains("user.toml"), "{err}");
 
         std::fs::write(&user, "[prepare]\nformat = \"trec-cd\"\n").unwrap();
-        let err = format!("{:#}", load(Some(&user), Figment::new()).unwrap_err());
+        let err = crate::error::report(&load(Some(&user), Figment::new()).unwrap_err());
         assert!(err.contains("trec-cd") && err.contains("user.toml"), "{err}");
 
         std::fs::write(&user, "[prepare.split]\ntrain = 90\ndev = 10\ntest = 10\n").unwrap();
-        let err = format!("{:#}", load(Some(&user), Figment::new()).unwrap_err());
+        let err = crate::error::report(&load(Some(&user), Figment::new()).unwrap_err());
         assert!(err.contains("add up to 100"), "{err}");
 
-        let err = format!("{:#}", load(Some(&dir.path().join("missing.toml")), Figment::new()).unwrap_err());
+        let err = crate::error::report(&load(Some(&dir.path().join("missing.toml")), Figment::new()).unwrap_err());
         assert!(err.contains("missing.toml"), "{err}");
     }
 }

@@ -1,7 +1,7 @@
 //! Retrieval on the first dev queries during training (`engine.eval_every`), so a run shows
 //! whether its student retrieves better, appended to `<job.dir>/metrics.jsonl`.
 
-use anyhow::Context;
+use crate::error::{Context, Result};
 use burn::module::Module;
 use burn::tensor::Device;
 use dgr_core::Query;
@@ -15,10 +15,10 @@ use dgr_model::tokenizer::TextTokenizer;
 use dgr_trainer::engine::EngineConfig;
 use tracing::info;
 
-use crate::commands::index::open_index;
-use crate::commands::pipeline::append_metrics;
-use crate::commands::retrieve::{retrieve_run, threads};
 use crate::config::Config;
+use crate::index::open_index;
+use crate::metrics::append_metrics;
+use crate::retrieve::{retrieve_run, threads};
 
 const SPLIT: &str = "dev";
 
@@ -34,7 +34,7 @@ pub struct DevEvaluation {
 impl DevEvaluation {
     /// `None` when `engine.eval_every` is 0; an error when the job has no FM-index or no
     /// judged dev split to evaluate on.
-    pub fn load(config: &Config, engine: &EngineConfig, stage: &'static str) -> anyhow::Result<Option<Self>> {
+    pub fn load(config: &Config, engine: &EngineConfig, stage: &'static str) -> Result<Option<Self>> {
         if engine.eval_every == 0 {
             return Ok(None);
         }
@@ -53,7 +53,7 @@ impl DevEvaluation {
 
     /// Retrieves the dev queries with `model` (its weights as they are after `step`) and appends
     /// the metrics to `metrics.jsonl`.
-    pub fn run(&self, config: &Config, model: &Bert2Bert, step: u64) -> anyhow::Result<()> {
+    pub fn run(&self, config: &Config, model: &Bert2Bert, step: u64) -> Result<()> {
         let inference = model.valid();
         let r = &config.retrieve;
         let retriever = Retriever::new(

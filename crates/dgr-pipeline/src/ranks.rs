@@ -1,4 +1,4 @@
-//! A training command as one rank of a data-parallel job: it joins the training coordinator,
+//! A training process as one rank of a data-parallel job: it joins the training coordinator,
 //! connects the TCP ring to its neighbours, measures the ring once (preflight), reports its
 //! step and phase by heartbeats, and leaves with its outcome. SIGTERM or SIGUSR1 (to this rank,
 //! or to the coordinator) ends every rank after the same step with a checkpoint of it; an abort
@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use crate::error::{Context, Result, bail};
 use dgr_collective::{Collective, CollectiveError, RingAborter, RingConfig, Solo, TcpRing};
 use dgr_coordinator::api::{JoinRequest, LeaveRequest, Outcome, Phase, RankHeartbeat, RankInstruction, WorldResponse};
 use dgr_coordinator::client::Client;
@@ -27,21 +27,18 @@ pub const EXIT_STOPPED: u8 = 75;
 /// job to resume from its last checkpoint.
 pub const EXIT_ABORTED: u8 = 69;
 
-#[derive(clap::Args, Clone, Debug, Default)]
-pub struct RankArgs {
+/// Where a training process stands in its job.
+#[derive(Clone, Debug, Default)]
+pub struct RankPlace {
     /// The training coordinator (`dgr coordinator --role train`), e.g. http://node0:7878.
-    /// Without it the command trains alone.
-    #[arg(long)]
+    /// Without it the process trains alone.
     pub coordinator: Option<String>,
     /// This node's index in the job (ranks are numbered by node, then local rank).
-    #[arg(long, default_value_t = 0)]
     pub node_rank: u32,
     /// This process's index on its node.
-    #[arg(long, default_value_t = 0)]
     pub local_rank: u32,
     /// Address the other ranks reach this one at (default: this machine's address on the
     /// route to the coordinator).
-    #[arg(long)]
     pub host: Option<String>,
 }
 
@@ -165,7 +162,7 @@ pub struct Rank {
 
 /// The fingerprint ranks of one job must share: the stage, its resolved settings, the world
 /// size and the program itself.
-pub fn fingerprint(config: &Config, stage: &str) -> anyhow::Result<String> {
+pub fn fingerprint(config: &Config, stage: &str) -> Result<String> {
     let settings = match stage {
         "train-gen" => serde_json::to_value(&config.train_gen)?,
         "train-distill" => serde_json::to_value(&config.train_distill)?,
@@ -185,7 +182,7 @@ pub fn fingerprint(config: &Config, stage: &str) -> anyhow::Result<String> {
 
 impl Rank {
     /// Joins the job as `args` say (or trains alone), with the signal handlers installed.
-    pub fn join(config: &Config, args: &RankArgs, stage: &str) -> anyhow::Result<Rank> {
+    pub fn join(config: &Config, args: &RankPlace, stage: &str) -> Result<Rank> {
         let runtime = Arc::new(tokio::runtime::Builder::new_current_thread().enable_all().build()?);
         let progress = Arc::new(Progress::default());
         let stop = Arc::new(AtomicBool::new(false));
@@ -211,7 +208,7 @@ impl Rank {
             return Ok(rank);
         };
 
-        let token = crate::commands::distributed::token(config)?;
+        let token = crate::services::token(config)?;
         let client = Client::new(url, &token, Duration::from_secs_f64(config.worker.retry_seconds))?;
         let host = match &args.host {
             Some(host) => host.clone(),
@@ -246,8 +243,8 @@ impl Rank {
         };
         let peers: Vec<SocketAddr> = peers
             .iter()
-            .map(|p| p.parse().with_context(|| format!("the coordinator sent a bad ring address `{p}`")))
-            .collect::<anyhow::Result<_>>()?;
+            .map(|p| p.parse().ok().with_context(|| format!("the coordinator sent a bad ring address `{p}`")))
+            .collect::<Result<_>>()?;
         let ring_config = RingConfig { key, connect_timeout: timeout, ..RingConfig::default() };
         let mut ring = TcpRing::connect(rank, listener, &peers, &ring_config).context("cannot connect the ring")?;
         let aborter = ring.aborter()?;
@@ -298,13 +295,13 @@ impl Rank {
     }
 
     /// Leaves the job with the outcome of `result`, which becomes this command's.
-    pub fn finish(mut self, result: Result<Trained, TrainError>) -> anyhow::Result<Trained> {
+    pub fn finish(mut self, result: Result<Trained, TrainError>) -> Result<Trained> {
         if let Some((handle, shutdown)) = self.watcher.take() {
             let _ = shutdown.send(());
             let _ = handle.join();
         }
         let aborted = self.aborted.lock().map(|a| a.clone()).unwrap_or_default();
-        let (outcome, message, result): (Outcome, String, anyhow::Result<Trained>) = match result {
+        let (outcome, message, result): (Outcome, String, Result<Trained>) = match result {
             Ok(trained) => match trained.stopped_at {
                 Some(step) => (
                     Outcome::Stopped,
@@ -338,7 +335,7 @@ impl Rank {
 
     /// The thread that sends heartbeats, follows the coordinator's instructions and turns
     /// SIGTERM / SIGUSR1 into a stop after the current step (a second signal exits at once).
-    fn start_watcher(&mut self, aborter: Option<RingAborter>, every: Duration) -> anyhow::Result<()> {
+    fn start_watcher(&mut self, aborter: Option<RingAborter>, every: Duration) -> Result<()> {
         let runtime = self.runtime.clone();
         let (mut terminate, mut user1) = runtime.block_on(async {
             Ok::<_, std::io::Error>((signal(SignalKind::terminate())?, signal(SignalKind::user_defined1())?))
@@ -398,7 +395,7 @@ impl Rank {
 
 /// Measures the ring with a 16 MiB all-reduce (after one to warm up): bytes per second of the
 /// buffer, the figure `dgr status` shows.
-fn preflight(ring: &mut TcpRing) -> anyhow::Result<f64> {
+fn preflight(ring: &mut TcpRing) -> Result<f64> {
     let mut buffer = vec![1.0f32; 4 << 20];
     ring.all_reduce_sum(&mut buffer)?;
     let started = Instant::now();
@@ -411,7 +408,7 @@ fn preflight(ring: &mut TcpRing) -> anyhow::Result<f64> {
 }
 
 /// This machine's address on the route to the coordinator at `url` (no packet is sent).
-fn route_to(url: &str) -> anyhow::Result<String> {
+fn route_to(url: &str) -> Result<String> {
     let authority = url.split("://").last().unwrap_or(url).split('/').next().unwrap_or_default();
     let target = authority
         .to_socket_addrs()

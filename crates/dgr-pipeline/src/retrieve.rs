@@ -1,4 +1,4 @@
-//! `dgr retrieve`: generative retrieval with the stage-1 student over the FM-index (method §2).
+//! The retrieve stage: generative retrieval with the stage-1 student over the FM-index (method §2).
 //! Writes a TREC run and candidate shards (passages with the keys behind them) per split.
 
 use std::path::{Path, PathBuf};
@@ -6,8 +6,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::config::Config;
-use anyhow::{Context, bail};
+use crate::config::{Config, RetrieveConfig};
+use crate::error::{Context, PipelineError, Result, bail};
 use burn::tensor::Device;
 use dgr_coordinator::api::ShardSpec;
 use dgr_coordinator::ledger::JobSpec;
@@ -24,62 +24,17 @@ use dgr_index::CorpusIndex;
 use dgr_index::evidence::ScoringConfig;
 use dgr_index::store::read_manifest;
 use dgr_model::bert2bert::Bert2Bert;
-use dgr_model::retrieve::{KeySource, RetrievalConfig, Retrieved, Retriever};
+use dgr_model::retrieve::{RetrievalConfig, Retrieved, Retriever};
 use dgr_model::tokenizer::TextTokenizer;
-use figment::Figment;
 use tracing::info;
 
-use crate::commands::index::open_index;
-use crate::commands::training::weights_checksum;
-use crate::progress::Bar;
-
-#[derive(clap::Args)]
-pub struct Args {
-    /// Split of the job's dataset to retrieve for (queries-<split>.arrow).
-    #[arg(long, default_value = "dev")]
-    split: String,
-    /// Only the first N queries of the split (a quick look, or a benchmark).
-    #[arg(long)]
-    limit: Option<usize>,
-    /// Student directory (default: retrieve.model, else <job.dir>/stage1/weights/final).
-    #[arg(long)]
-    model: Option<PathBuf>,
-    /// Index directory (default: <job.dir>/index).
-    #[arg(long)]
-    index_dir: Option<PathBuf>,
-    /// Beam width (default: retrieve.search.beam).
-    #[arg(long)]
-    beam: Option<usize>,
-    /// Threads, each decoding its own batch (default: retrieve.threads; 0 = one per core).
-    #[arg(long)]
-    threads: Option<usize>,
-    /// Queries decoded together (default: retrieve.batch_queries).
-    #[arg(long)]
-    batch_queries: Option<usize>,
-}
-
-impl Args {
-    pub fn overrides(&self) -> Figment {
-        let mut figment = Figment::new();
-        if let Some(beam) = self.beam {
-            figment = figment.merge(("retrieve.search.beam", beam));
-        }
-        if let Some(threads) = self.threads {
-            figment = figment.merge(("retrieve.threads", threads));
-        }
-        if let Some(batch) = self.batch_queries {
-            figment = figment.merge(("retrieve.batch_queries", batch));
-        }
-        if let Some(model) = &self.model {
-            figment = figment.merge(("retrieve.model", model));
-        }
-        figment
-    }
-}
+use crate::index::open_index;
+use crate::training::weights_checksum;
 
 /// What the retrieve stage reads, and the fingerprint that ties a coordinator and its workers
 /// to the same inputs and settings.
 pub struct RetrieveInputs {
+    task: RetrieveTask,
     queries: Vec<Query>,
     model_dir: PathBuf,
     index_dir: PathBuf,
@@ -88,75 +43,136 @@ pub struct RetrieveInputs {
     fingerprint: String,
 }
 
-impl RetrieveInputs {
-    pub fn load(config: &Config, split: &str) -> anyhow::Result<Self> {
-        Self::load_limited(config, split, None, None)
+/// Which student retrieves: its weights, and where its run and candidates go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Student {
+    /// The stage-1 student (`retrieve.model`, else `<job.dir>/stage1/weights/final`):
+    /// `runs/gr-<split>.trec` and `candidates/<split>/`.
+    #[default]
+    Stage1,
+    /// The distilled student (`<job.dir>/stage2/weights/final`): `runs/dgr-<split>.trec` and
+    /// `candidates/dgr/<split>/`.
+    Stage2,
+}
+
+impl Student {
+    /// `gr` or `dgr`: the run's name and tag.
+    pub fn name(self) -> &'static str {
+        match self {
+            Student::Stage1 => "gr",
+            Student::Stage2 => "dgr",
+        }
     }
 
-    fn load_limited(
-        config: &Config,
-        split: &str,
-        limit: Option<usize>,
-        index_dir: Option<PathBuf>,
-    ) -> anyhow::Result<Self> {
+    pub fn model_dir(self, config: &Config) -> PathBuf {
+        match self {
+            Student::Stage1 => config.job.student_or_stage1(&config.retrieve.model),
+            Student::Stage2 => config.job.stage2_dir().join("weights/final"),
+        }
+    }
+}
+
+/// One retrieval: a split (or its first `limit` queries) by one student over an index.
+#[derive(Debug, Clone, Default)]
+pub struct RetrieveTask {
+    pub split: String,
+    pub student: Student,
+    /// Only the first N queries of the split (a quick look, a benchmark, a sized-down job).
+    pub limit: Option<usize>,
+    /// Index directory (default: `<job.dir>/index`).
+    pub index_dir: Option<PathBuf>,
+}
+
+impl RetrieveTask {
+    /// The whole split, by the stage-1 student.
+    pub fn split(split: &str) -> Self {
+        RetrieveTask { split: split.to_string(), ..RetrieveTask::default() }
+    }
+
+    pub fn run_path(&self, config: &Config) -> PathBuf {
+        config.job.runs_dir().join(format!("{}-{}.trec", self.student.name(), self.split))
+    }
+
+    pub fn candidates_dir(&self, config: &Config) -> PathBuf {
+        match self.student {
+            Student::Stage1 => config.job.candidates_dir().join(&self.split),
+            Student::Stage2 => config.job.candidates_dir().join("dgr").join(&self.split),
+        }
+    }
+}
+
+impl RetrieveInputs {
+    pub fn load(config: &Config, task: &RetrieveTask) -> Result<Self> {
+        let split = task.split.as_str();
         let r = &config.retrieve;
-        let model_dir = config.job.student_or_stage1(&r.model);
-        let index_dir = index_dir.unwrap_or_else(|| config.job.index_dir());
+        let model_dir = task.student.model_dir(config);
+        let index_dir = task.index_dir.clone().unwrap_or_else(|| config.job.index_dir());
         let index_sha256 = read_manifest(&index_dir)
             .context("cannot open the FM-index (build it with `dgr index build`)")?
             .index_sha256;
         let queries_path = config.job.data_dir().join(format!("queries-{split}.arrow"));
         let mut queries: Vec<Query> =
             read_records(&queries_path).with_context(|| format!("no queries for split `{split}`"))?;
-        if let Some(limit) = limit {
+        if let Some(limit) = task.limit {
             queries.truncate(limit);
         }
         if queries.is_empty() {
             bail!("{} has no queries", queries_path.display());
         }
-        let model_sha256 = weights_checksum(&model_dir)
-            .with_context(|| format!("no student in {} (train one with `dgr train-gen`)", model_dir.display()))?;
+        let hint = match task.student {
+            Student::Stage1 => "train one with `dgr train-gen`",
+            Student::Stage2 => "train one with `dgr train-distill`",
+        };
+        let model_sha256 =
+            weights_checksum(&model_dir).with_context(|| format!("no student in {} ({hint})", model_dir.display()))?;
         // Threads are each machine's own business; everything else shapes the results.
-        let settings = serde_json::to_string(&crate::config::RetrieveConfig { threads: 0, ..r.clone() })?;
+        let settings = serde_json::to_string(&RetrieveConfig { threads: 0, ..r.clone() })?;
         let fingerprint = format!(
             "student {} sha256 {model_sha256}; index sha256 {index_sha256}; queries {} ({}); retrieve {settings}",
             model_dir.display(),
             queries.len(),
             queries_path.display()
         );
-        Ok(RetrieveInputs { queries, model_dir, index_dir, index_sha256, model_sha256, fingerprint })
+        Ok(RetrieveInputs {
+            task: task.clone(),
+            queries,
+            model_dir,
+            index_dir,
+            index_sha256,
+            model_sha256,
+            fingerprint,
+        })
     }
 
     /// The job a coordinator runs for these inputs.
-    pub fn job(&self, config: &Config, split: &str) -> JobSpec {
+    pub fn job(&self, config: &Config) -> JobSpec {
         let shards = shard_ranges(self.queries.len(), config.retrieve.shard_queries)
             .into_iter()
             .map(|(first, end)| (first as u64, (end - first) as u64))
             .collect();
         JobSpec {
             stage: "retrieve".into(),
-            split: split.to_string(),
+            split: self.task.split.clone(),
             shards,
-            output_dir: config.job.candidates_dir().join(split),
+            output_dir: self.task.candidates_dir(config),
             fingerprint: self.fingerprint.clone(),
         }
     }
 
     /// Writes the TREC run and the manifest of a set whose shards are in place in `out`.
-    pub fn finish(&self, config: &Config, split: &str, out: &Path, shards: Vec<ShardEntry>) -> anyhow::Result<()> {
+    pub fn finish(&self, config: &Config, out: &Path, shards: Vec<ShardEntry>) -> Result<()> {
         let mut run = Run::default();
         for shard in &shards {
             for row in read_verified_shard::<QueryCandidates>(out, shard)? {
                 add_to_run(&mut run, &row);
             }
         }
-        let run_path = config.job.runs_dir().join(format!("gr-{split}.trec"));
-        write_run(&run_path, &run, "dgr-gr")?;
-        self.manifest(config, split, shards).write(out, CANDIDATES_MANIFEST)?;
+        write_run(&self.task.run_path(config), &run, &format!("dgr-{}", self.task.student.name()))?;
+        self.manifest(config, shards).write(out, CANDIDATES_MANIFEST)?;
         Ok(())
     }
 
-    fn manifest(&self, config: &Config, split: &str, shards: Vec<ShardEntry>) -> ShardManifest {
+    fn manifest(&self, config: &Config, shards: Vec<ShardEntry>) -> ShardManifest {
         let r = &config.retrieve;
         let provenance = serde_json::json!({
             "model": self.model_dir.display().to_string(),
@@ -169,7 +185,7 @@ impl RetrieveInputs {
         ShardManifest {
             format: CANDIDATES_FORMAT.into(),
             version: CANDIDATES_VERSION,
-            split: split.to_string(),
+            split: self.task.split.clone(),
             queries: shards.iter().map(|s| s.queries).sum(),
             shards,
             provenance: provenance.as_object().cloned().unwrap_or_default(),
@@ -186,22 +202,20 @@ pub struct RetrieveWork {
     scoring: ScoringConfig,
     batch_queries: usize,
     threads: usize,
-    split: String,
     inputs: RetrieveInputs,
 }
 
 impl RetrieveWork {
-    pub fn load(config: &Config, split: &str) -> anyhow::Result<Self> {
-        Self::from_inputs(config, split, RetrieveInputs::load(config, split)?)
+    pub fn load(config: &Config, task: &RetrieveTask) -> Result<Self> {
+        Self::from_inputs(config, RetrieveInputs::load(config, task)?)
     }
 
-    fn from_inputs(config: &Config, split: &str, inputs: RetrieveInputs) -> anyhow::Result<Self> {
+    fn from_inputs(config: &Config, inputs: RetrieveInputs) -> Result<Self> {
         let r = &config.retrieve;
         let (index, _) = open_index(config, &inputs.index_dir)?;
         let tokenizer = TextTokenizer::from_file(&config.index.tokenizer, r.max_source_tokens)?;
-        let (model, _, _) = Bert2Bert::load(&inputs.model_dir, &Device::flex()).with_context(|| {
-            format!("cannot load the student from {} (train one with `dgr train-gen`)", inputs.model_dir.display())
-        })?;
+        let (model, _, _) = Bert2Bert::load(&inputs.model_dir, &Device::flex())
+            .with_context(|| format!("cannot load the student from {}", inputs.model_dir.display()))?;
         Ok(RetrieveWork {
             model,
             tokenizer,
@@ -210,7 +224,6 @@ impl RetrieveWork {
             scoring: r.scoring.clone(),
             batch_queries: r.batch_queries,
             threads: threads(r.threads),
-            split: split.to_string(),
             inputs,
         })
     }
@@ -221,7 +234,7 @@ impl RetrieveWork {
         queries: &[Query],
         progress: &dyn Progress,
         cancel: &AtomicBool,
-    ) -> anyhow::Result<(Vec<QueryCandidates>, Vec<Retrieved>)> {
+    ) -> Result<(Vec<QueryCandidates>, Vec<Retrieved>)> {
         let retriever = Retriever::new(
             &self.model,
             &self.tokenizer,
@@ -250,35 +263,35 @@ impl ShardWork for RetrieveWork {
                 self.inputs.queries.len()
             )
         })?;
-        let (rows, _) = self.retrieve(queries, &NoProgress, cancel).map_err(|e| format!("{e:#}"))?;
-        write_shard(path, &rows, &self.split, shard.id as usize).map_err(|e| e.to_string())
+        let (rows, _) = self.retrieve(queries, &NoProgress, cancel).map_err(|e| crate::error::report(&e))?;
+        write_shard(path, &rows, &self.inputs.task.split, shard.id as usize).map_err(|e| e.to_string())
     }
 }
 
-pub fn run(config: &Config, args: &Args) -> anyhow::Result<()> {
-    let inputs = RetrieveInputs::load_limited(config, &args.split, args.limit, args.index_dir.clone())?;
-    let work = RetrieveWork::from_inputs(config, &args.split, inputs)?;
+/// Retrieves in this process: the TREC run and the candidate set, written whole.
+pub fn retrieve_split(config: &Config, task: &RetrieveTask, progress: &dyn Progress) -> Result<()> {
+    let work = RetrieveWork::load(config, task)?;
     let queries = &work.inputs.queries;
 
     let started = Instant::now();
-    let (rows, results) = work.retrieve(queries, &Bar::new(), &AtomicBool::new(false))?;
+    let (rows, results) = work.retrieve(queries, progress, &AtomicBool::new(false))?;
     let seconds = started.elapsed().as_secs_f64();
 
     let mut run = Run::default();
     for row in &rows {
         add_to_run(&mut run, row);
     }
-    let run_path = config.job.runs_dir().join(format!("gr-{}.trec", args.split));
-    write_run(&run_path, &run, "dgr-gr")?;
-    let out = config.job.candidates_dir().join(&args.split);
+    let run_path = task.run_path(config);
+    write_run(&run_path, &run, &format!("dgr-{}", task.student.name()))?;
+    let out = task.candidates_dir(config);
     let staging = StagingDir::create(&out, true)?;
     let mut shards = Vec::new();
     for (n, chunk) in rows.chunks(config.retrieve.shard_queries).enumerate() {
         let path = staging.path().join(shard_file_name(n));
-        let queries = write_shard(&path, chunk, &args.split, n)?;
+        let queries = write_shard(&path, chunk, &task.split, n)?;
         shards.push(ShardEntry { file: shard_file_name(n), queries, sha256: sha256_file(&path)?.1 });
     }
-    work.inputs.manifest(config, &args.split, shards).write(staging.path(), CANDIDATES_MANIFEST)?;
+    work.inputs.manifest(config, shards).write(staging.path(), CANDIDATES_MANIFEST)?;
     staging.commit()?;
 
     let mut model_ms: Vec<f64> = results.iter().map(|r| ms(r.model_time)).collect();
@@ -317,11 +330,11 @@ fn retrieve_all(
     threads: usize,
     progress: &dyn Progress,
     cancel: &AtomicBool,
-) -> anyhow::Result<Vec<Retrieved>> {
+) -> Result<Vec<Retrieved>> {
     let batches: Vec<&[Query]> = queries.chunks(batch.max(1)).collect();
     let next = AtomicUsize::new(0);
     let slots: Mutex<Vec<Option<Vec<Retrieved>>>> = Mutex::new(vec![None; batches.len()]);
-    let failure: Mutex<Option<anyhow::Error>> = Mutex::new(None);
+    let failure: Mutex<Option<PipelineError>> = Mutex::new(None);
     progress.begin("retrieve", queries.len() as u64, Unit::Items);
     std::thread::scope(|scope| {
         for _ in 0..threads.min(batches.len()) {
@@ -333,7 +346,7 @@ fn retrieve_all(
                     }
                     if cancel.load(Ordering::Relaxed) {
                         if let Ok(mut f) = failure.lock() {
-                            f.get_or_insert(anyhow::anyhow!("cancelled"));
+                            f.get_or_insert(PipelineError::Invalid("cancelled".into()));
                         }
                         break;
                     }
@@ -348,7 +361,10 @@ fn retrieve_all(
                         Err(e) => {
                             if let Ok(mut f) = failure.lock() {
                                 let first = batches[i].first().map_or("", |q| q.id.as_str());
-                                f.get_or_insert(anyhow::Error::new(e).context(format!("batch from query {first}")));
+                                f.get_or_insert(PipelineError::Context {
+                                    message: format!("batch from query {first}"),
+                                    source: Box::new(e.into()),
+                                });
                             }
                             break;
                         }
@@ -361,7 +377,7 @@ fn retrieve_all(
     if let Some(error) = failure.into_inner().ok().flatten() {
         return Err(error);
     }
-    let slots = slots.into_inner().map_err(|_| anyhow::anyhow!("a retrieval thread panicked"))?;
+    let slots = slots.into_inner().map_err(|_| PipelineError::Invalid("a retrieval thread panicked".into()))?;
     let batches = slots.into_iter().collect::<Option<Vec<_>>>().context("a retrieval thread stopped early")?;
     Ok(batches.into_iter().flatten().collect())
 }
@@ -373,7 +389,7 @@ pub fn retrieve_run(
     queries: &[Query],
     batch: usize,
     threads: usize,
-) -> anyhow::Result<Run> {
+) -> Result<Run> {
     let results = retrieve_all(retriever, queries, batch, threads, &NoProgress, &AtomicBool::new(false))?;
     let mut run = Run::default();
     for (query, retrieved) in queries.iter().zip(&results) {
@@ -390,11 +406,7 @@ fn candidates_row(index: &CorpusIndex, query_id: &str, retrieved: &Retrieved) ->
         .zip(&retrieved.key_sources)
         .map(|(key, source)| CandidateKey {
             tokens: key.tokens.clone(),
-            source: match source {
-                KeySource::Decoded(view) => view.name().to_string(),
-                KeySource::QuerySpan => "query-span".to_string(),
-                KeySource::Unigram => "unigram".to_string(),
-            },
+            source: source.name().to_string(),
             log_prob: key.log_prob,
             count: key.count,
             weight: key.weight,

@@ -1,11 +1,12 @@
-//! `dgr train-gen`: stage 1, the student learns to generate identifiers (method §1).
+//! Stage 1 (`dgr train-gen`): the student learns to generate identifiers (method §1).
 
 use std::collections::BTreeMap;
 
-use anyhow::{Context, bail};
+use crate::error::{Context, Result, bail};
 use burn::tensor::Device;
 use dgr_core::arrow_file::read_records;
 use dgr_core::import::DatasetManifest;
+use dgr_core::progress::Progress;
 use dgr_core::trec::read_qrels;
 use dgr_core::{Passage, Query};
 use dgr_model::bert2bert::Bert2Bert;
@@ -13,45 +14,19 @@ use dgr_model::tokenizer::TextTokenizer;
 use dgr_trainer::checkpoint::RunIdentity;
 use dgr_trainer::pairs::{PairConfig, build_pairs};
 use dgr_trainer::stage1::GenerationObjective;
-use figment::Figment;
 use tracing::{info, warn};
 
-use crate::commands::training::{StageRun, file_checksum, run_stage, weights_checksum};
 use crate::config::Config;
-
-#[derive(clap::Args)]
-pub struct Args {
-    /// Optimisation steps (default: train_gen.steps).
-    #[arg(long)]
-    steps: Option<usize>,
-    /// Pairs per micro-batch (default: train_gen.engine.batch_size).
-    #[arg(long)]
-    batch_size: Option<usize>,
-    /// Start over: remove the stage's checkpoints instead of resuming from the newest.
-    #[arg(long)]
-    pub fresh: bool,
-    #[command(flatten)]
-    pub ranks: crate::commands::ranks::RankArgs,
-}
-
-impl Args {
-    pub fn overrides(&self) -> Figment {
-        let mut figment = Figment::new();
-        if let Some(steps) = self.steps {
-            figment = figment.merge(("train_gen.engine.steps", steps));
-        }
-        if let Some(batch_size) = self.batch_size {
-            figment = figment.merge(("train_gen.engine.batch_size", batch_size));
-        }
-        figment
-    }
-}
+use crate::ranks::RankPlace;
+use crate::training::{StageRun, file_checksum, run_stage, weights_checksum};
 
 /// BERT's `[CLS]` starts the decoder and `[PAD]` pads, as in HF BERT2BERT recipes.
 const DECODER_START: &str = "[CLS]";
 const PAD: &str = "[PAD]";
 
-pub fn run(config: &Config, args: &Args) -> anyhow::Result<()> {
+/// Trains stage 1 as the configuration says, alone or as one rank of `place`'s job, resuming
+/// from the newest checkpoint unless `fresh`.
+pub fn train_gen(config: &Config, fresh: bool, place: &RankPlace, progress: &dyn Progress) -> Result<()> {
     let t = &config.train_gen;
     let data = config.job.data_dir();
     let manifest = DatasetManifest::load(&data).context("run `dgr prepare` first")?;
@@ -104,15 +79,8 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<()> {
         settings: serde_json::to_value(t)?,
     };
     let out = config.job.stage1_dir();
-    let run = StageRun {
-        stage: "train-gen",
-        engine: &t.engine,
-        out_dir: &out,
-        identity,
-        fresh: args.fresh,
-        ranks: &args.ranks,
-    };
-    run_stage(config, run, model, &model_config, &mut objective)?;
+    let run = StageRun { stage: "train-gen", engine: &t.engine, out_dir: &out, identity, fresh, place };
+    run_stage(config, run, model, &model_config, &mut objective, progress)?;
     info!(out = %out.display(), "stage 1 done: weights/final, checkpoints/, train_log.jsonl");
     Ok(())
 }

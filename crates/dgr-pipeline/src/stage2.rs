@@ -1,9 +1,9 @@
-//! `dgr train-distill`: stage 2 (DGR, method §4–5). The stage-1 student learns to order the
+//! Stage 2, DGR (`dgr train-distill`, method §4–5): the stage-1 student learns to order the
 //! train queries' candidates as the teacher does; writes `<job.dir>/stage2/`.
 
 use std::path::Path;
 
-use anyhow::{Context, bail};
+use crate::error::{Context, Result, bail};
 use burn::tensor::Device;
 use dgr_core::Passage;
 use dgr_core::Query;
@@ -11,6 +11,7 @@ use dgr_core::arrow_file::read_records;
 use dgr_core::atomic::write_atomic;
 use dgr_core::candidates::{CANDIDATES_FORMAT, CANDIDATES_MANIFEST, CANDIDATES_VERSION, QueryCandidates};
 use dgr_core::import::DatasetManifest;
+use dgr_core::progress::Progress;
 use dgr_core::rank_lists::{self, RankList};
 use dgr_core::shards::{ShardManifest, read_shard_set};
 use dgr_core::views::PSEUDO_QUERY_MARK;
@@ -19,38 +20,16 @@ use dgr_model::bert2bert::Bert2Bert;
 use dgr_model::tokenizer::{Overlong, TextTokenizer};
 use dgr_trainer::checkpoint::RunIdentity;
 use dgr_trainer::distill::{DistillData, DistillInputs, DistillObjective, Markers};
-use figment::Figment;
 use tracing::info;
 
-use crate::commands::training::{StageRun, file_checksum, run_stage, weights_checksum};
 use crate::config::Config;
-
-#[derive(clap::Args)]
-pub struct Args {
-    /// Optimisation steps (default: train_distill.engine.steps).
-    #[arg(long)]
-    steps: Option<u64>,
-    /// Start over: remove the stage's checkpoints instead of resuming from the newest.
-    #[arg(long)]
-    fresh: bool,
-    #[command(flatten)]
-    ranks: crate::commands::ranks::RankArgs,
-}
-
-impl Args {
-    pub fn overrides(&self) -> Figment {
-        let mut figment = Figment::new();
-        if let Some(steps) = self.steps {
-            figment = figment.merge(("train_distill.engine.steps", steps));
-        }
-        figment
-    }
-}
+use crate::ranks::RankPlace;
+use crate::training::{StageRun, file_checksum, run_stage, weights_checksum};
 
 const SPLIT: &str = "train";
 
 /// A shard set's manifest, made for the train split.
-fn open_set(dir: &Path, name: &str, format: &str, version: u32, hint: &str) -> anyhow::Result<ShardManifest> {
+fn open_set(dir: &Path, name: &str, format: &str, version: u32, hint: &str) -> Result<ShardManifest> {
     let manifest = ShardManifest::open(dir, name, format, version)
         .with_context(|| format!("cannot open {} ({hint})", dir.display()))?;
     if manifest.split != SPLIT {
@@ -59,7 +38,9 @@ fn open_set(dir: &Path, name: &str, format: &str, version: u32, hint: &str) -> a
     Ok(manifest)
 }
 
-pub fn run(config: &Config, args: &Args) -> anyhow::Result<()> {
+/// Trains stage 2 as the configuration says, alone or as one rank of `place`'s job, resuming
+/// from the newest checkpoint unless `fresh`.
+pub fn train_distill(config: &Config, fresh: bool, place: &RankPlace, progress: &dyn Progress) -> Result<()> {
     let d = &config.train_distill;
     let data = config.job.data_dir();
     let manifest = DatasetManifest::load(&data).context("run `dgr prepare` first")?;
@@ -172,15 +153,8 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<()> {
         .into(),
         settings: serde_json::to_value(d)?,
     };
-    let run = StageRun {
-        stage: "train-distill",
-        engine: &d.engine,
-        out_dir: &out,
-        identity,
-        fresh: args.fresh,
-        ranks: &args.ranks,
-    };
-    run_stage(config, run, model, &model_config, &mut objective)?;
+    let run = StageRun { stage: "train-distill", engine: &d.engine, out_dir: &out, identity, fresh, place };
+    run_stage(config, run, model, &model_config, &mut objective, progress)?;
     info!(out = %out.display(), "stage 2 done: weights/final, checkpoints/, train_log.jsonl, queries.json");
     Ok(())
 }

@@ -1,121 +1,48 @@
-//! `dgr teacher`: the teacher stage (method §3). `score` ranks a split's candidate lists in
-//! this process; `import` turns teacher scores computed elsewhere into the same rank-list
-//! shards. The distributed form of `score` is `dgr coordinator --role teacher` with
-//! `dgr worker --role teacher`; both share [`TeacherInputs`] and [`TeacherWork`].
+//! The teacher stage (method §3): [`score_split`] ranks a split's candidate lists in this
+//! process; [`import`] turns teacher scores computed elsewhere into the same rank-list shards.
+//! The distributed form of scoring (`dgr coordinator --role teacher` with `dgr worker --role
+//! teacher`) shares [`TeacherInputs`] and [`TeacherWork`] with it.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
 use crate::config::Config;
-use anyhow::{Context, bail};
+use crate::error::{Context, Result, bail};
 use burn::tensor::Device;
-use clap::{Args as ClapArgs, Subcommand, ValueEnum};
 use dgr_coordinator::api::ShardSpec;
 use dgr_coordinator::ledger::JobSpec;
 use dgr_coordinator::worker::ShardWork;
+use dgr_core::progress::Progress;
 use dgr_core::rank_lists::MANIFEST_FILE;
 use dgr_core::shards::shard_ranges;
 use dgr_teacher::candidates::{CandidateSet, Dataset};
 use dgr_teacher::import::{read_dgr_jsonl, read_score_tsv};
 use dgr_teacher::shards::{Provenance, score_range, score_set, write_set, write_shard};
 use dgr_teacher::teacher::{CandidateSource, Teacher, TeacherConfig};
-use figment::Figment;
 use tracing::info;
 
-use crate::progress::Bar;
-
-#[derive(Subcommand)]
-pub enum Command {
-    /// Score a split's candidate lists with the teacher into <job.dir>/rank_lists/<split>/.
-    Score(ScoreArgs),
-    /// Turn teacher scores computed elsewhere (DGR JSONL, or `qid pid score` TSV) into
-    /// rank-list shards in <job.dir>/rank_lists/<split>/.
-    Import(ImportArgs),
-}
-
-#[derive(ClapArgs)]
-pub struct ScoreArgs {
-    /// Split whose candidates are scored (queries-<split>.arrow).
-    #[arg(long, default_value = "train")]
-    pub split: String,
-    /// Candidate source: `gr` (dgr retrieve's shards) or `bm25` (runs/bm25-<split>.trec).
-    #[arg(long, value_enum)]
-    pub candidates: Option<SourceArg>,
-    /// Candidates scored per query (default: teacher.depth).
-    #[arg(long)]
-    pub depth: Option<usize>,
-    /// Teacher model directory (default: teacher.model).
-    #[arg(long)]
-    pub model: Option<PathBuf>,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-pub enum SourceArg {
-    Gr,
-    Bm25,
-}
-
-#[derive(ClapArgs)]
-pub struct ImportArgs {
-    #[arg(long, value_enum)]
-    format: ImportFormat,
-    /// The file of teacher scores.
-    #[arg(long)]
-    input: PathBuf,
-    /// Split the queries belong to.
-    #[arg(long, default_value = "train")]
-    split: String,
-    /// DGR JSONL: the context field holding the teacher's score (default: the only
-    /// `score_teacher_*` field).
-    #[arg(long)]
-    score_field: Option<String>,
-    /// Name recorded as the teacher (default: `imported from <input>`).
-    #[arg(long)]
-    teacher: Option<String>,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum ImportFormat {
+/// Formats of teacher scores made elsewhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImportFormat {
+    /// DGR's JSONL: per query, the candidates with a `score_teacher_*` field.
     DgrJsonl,
+    /// `qid pid score` lines.
     Tsv,
 }
 
-impl Command {
-    pub fn overrides(&self) -> Figment {
-        match self {
-            Command::Score(args) => args.overrides(),
-            Command::Import(_) => Figment::new(),
-        }
-    }
-}
-
-impl ScoreArgs {
-    pub fn overrides(&self) -> Figment {
-        let mut figment = Figment::new();
-        if let Some(source) = self.candidates {
-            figment = figment.merge((
-                "teacher.candidates",
-                match source {
-                    SourceArg::Gr => "gr",
-                    SourceArg::Bm25 => "bm25",
-                },
-            ));
-        }
-        if let Some(depth) = self.depth {
-            figment = figment.merge(("teacher.depth", depth));
-        }
-        if let Some(model) = &self.model {
-            figment = figment.merge(("teacher.model", model));
-        }
-        figment
-    }
-}
-
-pub fn run(config: &Config, command: &Command) -> anyhow::Result<()> {
-    match command {
-        Command::Score(args) => score(config, &args.split),
-        Command::Import(args) => import(config, args),
-    }
+/// Teacher scores to import into rank-list shards.
+#[derive(Debug, Clone)]
+pub struct ImportRequest {
+    pub format: ImportFormat,
+    /// The file of teacher scores.
+    pub input: PathBuf,
+    /// Split the queries belong to.
+    pub split: String,
+    /// DGR JSONL: the context field holding the teacher's score (default: the only
+    /// `score_teacher_*` field).
+    pub score_field: Option<String>,
+    /// Name recorded as the teacher (default: `imported from <input>`).
+    pub teacher: Option<String>,
 }
 
 /// The rank-list directory of a split.
@@ -134,7 +61,7 @@ pub struct TeacherInputs {
 }
 
 impl TeacherInputs {
-    pub fn load(config: &Config, split: &str) -> anyhow::Result<Self> {
+    pub fn load(config: &Config, split: &str) -> Result<Self> {
         let t = &config.teacher;
         let spec = t.clone();
         let data = config.job.data_dir();
@@ -181,7 +108,7 @@ impl TeacherInputs {
     }
 
     /// Writes the manifest of a set whose shards are all in place in `out`.
-    pub fn finish(&self, out: &Path, shards: Vec<dgr_core::shards::ShardEntry>) -> anyhow::Result<()> {
+    pub fn finish(&self, out: &Path, shards: Vec<dgr_core::shards::ShardEntry>) -> Result<()> {
         self.provenance.manifest(shards).write(out, MANIFEST_FILE)?;
         Ok(())
     }
@@ -202,7 +129,8 @@ impl TeacherInputs {
     }
 }
 
-fn score(config: &Config, split: &str) -> anyhow::Result<()> {
+/// Scores a split's candidate lists in this process into its rank-list set.
+pub fn score_split(config: &Config, split: &str, progress: &dyn Progress) -> Result<()> {
     let inputs = TeacherInputs::load(config, split)?;
     let teacher = Teacher::load(inputs.spec.clone(), Device::flex())
         .with_context(|| format!("cannot load the teacher from {}", inputs.spec.model.display()))?;
@@ -210,7 +138,7 @@ fn score(config: &Config, split: &str) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let pairs = inputs.candidates.pairs(0, inputs.candidates.len());
     let manifest =
-        score_set(&teacher, &inputs.dataset, &inputs.candidates, config.teacher.shard_queries, &out, &Bar::new())?;
+        score_set(&teacher, &inputs.dataset, &inputs.candidates, config.teacher.shard_queries, &out, progress)?;
     let seconds = started.elapsed().as_secs_f64();
     info!(
         queries = manifest.queries,
@@ -224,7 +152,8 @@ fn score(config: &Config, split: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn import(config: &Config, args: &ImportArgs) -> anyhow::Result<()> {
+/// Turns teacher scores made elsewhere into the split's rank-list set.
+pub fn import(config: &Config, args: &ImportRequest) -> Result<()> {
     let data = config.job.data_dir();
     let dataset = Dataset::load(&data, &args.split)
         .with_context(|| format!("cannot read split `{}` of the dataset in {}", args.split, data.display()))?;
@@ -257,7 +186,7 @@ pub struct TeacherWork {
 }
 
 impl TeacherWork {
-    pub fn load(config: &Config, split: &str) -> anyhow::Result<Self> {
+    pub fn load(config: &Config, split: &str) -> Result<Self> {
         let inputs = TeacherInputs::load(config, split)?;
         let teacher = Teacher::load(inputs.spec.clone(), Device::flex())
             .with_context(|| format!("cannot load the teacher from {}", inputs.spec.model.display()))?;

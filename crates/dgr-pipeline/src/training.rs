@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use anyhow::Context;
+use crate::error::{Context, Result};
 use dgr_core::import::sha256_file;
 use dgr_core::progress::{Progress, Unit};
 use dgr_model::bert2bert::{Bert2Bert, Bert2BertConfig};
@@ -11,10 +11,9 @@ use dgr_trainer::checkpoint::RunIdentity;
 use dgr_trainer::engine::{EngineConfig, Objective, RunSetup, StepLog, TrainError, train};
 use tracing::info;
 
-use crate::commands::dev_eval::DevEvaluation;
-use crate::commands::ranks::{Rank, RankArgs};
 use crate::config::Config;
-use crate::progress::Bar;
+use crate::dev_eval::DevEvaluation;
+use crate::ranks::{Rank, RankPlace};
 
 /// One stage's run: `stage` names it in logs and `metrics.jsonl`.
 pub struct StageRun<'a> {
@@ -24,7 +23,7 @@ pub struct StageRun<'a> {
     pub identity: RunIdentity,
     pub fresh: bool,
     /// Alone, or one rank of a data-parallel job.
-    pub ranks: &'a RankArgs,
+    pub place: &'a RankPlace,
 }
 
 /// Trains `model` on `objective` as `run` says, resuming from the stage's newest checkpoint.
@@ -35,33 +34,33 @@ pub fn run_stage(
     model: Bert2Bert,
     model_config: &Bert2BertConfig,
     objective: &mut impl Objective,
-) -> anyhow::Result<()> {
-    let StageRun { stage, engine, out_dir, identity, fresh, ranks } = run;
-    let mut rank = Rank::join(config, ranks, stage)?;
+    progress: &dyn Progress,
+) -> Result<()> {
+    let StageRun { stage, engine, out_dir, identity, fresh, place } = run;
+    let mut rank = Rank::join(config, place, stage)?;
     let leader = rank.rank == 0;
     let evaluation = if leader { DevEvaluation::load(config, engine, stage)? } else { None };
     let setup =
         RunSetup { collective: rank.collective(), stop: Some(&rank.stop), ..RunSetup::new(out_dir, identity, fresh) };
-    let bar = Bar::new();
     if leader {
-        bar.begin(stage, engine.steps, Unit::Items);
+        progress.begin(stage, engine.steps, Unit::Items);
     }
     let trained = train(model, model_config, objective, engine, setup, |step, model| {
         rank.record(step);
         if !leader {
             return Ok(());
         }
-        bar.advance(1);
+        progress.advance(1);
         log_step(stage, step, engine.steps);
         if let Some(evaluation) = &evaluation
             && engine.evaluation_due(step.step)
         {
             rank.outside_step(|| evaluation.run(config, model, step.step))
-                .map_err(|e| TrainError::Input(format!("dev evaluation: {e:#}")))?;
+                .map_err(|e| TrainError::Input(format!("dev evaluation: {}", crate::error::report(&e))))?;
         }
         Ok(())
     });
-    bar.finish();
+    progress.finish();
     let trained = rank.finish(trained)?;
     if let Some(step) = trained.resumed_from {
         info!(step, "resumed from a checkpoint");
@@ -70,12 +69,12 @@ pub fn run_stage(
 }
 
 /// The SHA-256 of a model directory's weights: what a run's checkpoints are tied to.
-pub fn weights_checksum(dir: &Path) -> anyhow::Result<String> {
+pub fn weights_checksum(dir: &Path) -> Result<String> {
     file_checksum(&dir.join("model.safetensors"))
 }
 
 /// The SHA-256 of an input file, for a run's fingerprint.
-pub fn file_checksum(path: &Path) -> anyhow::Result<String> {
+pub fn file_checksum(path: &Path) -> Result<String> {
     Ok(sha256_file(path).with_context(|| format!("cannot read {}", path.display()))?.1)
 }
 

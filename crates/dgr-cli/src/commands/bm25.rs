@@ -1,13 +1,10 @@
+//! `dgr bm25`: the BM25 baseline's index and searches (dgr_pipeline::bm25).
+
 use std::path::PathBuf;
 
-use crate::config::Config;
-use anyhow::Context;
-use dgr_bm25::{Bm25Index, IndexOptions, build_index};
-use dgr_core::Query;
-use dgr_core::arrow_file::read_records;
-use dgr_core::trec::write_run;
+use dgr_pipeline::Config;
+use dgr_pipeline::bm25::{index, search};
 use figment::Figment;
-use tracing::info;
 
 use crate::progress::Bar;
 
@@ -68,7 +65,7 @@ pub fn run(config: &Config, command: &Command) -> anyhow::Result<()> {
         Command::Index { corpus, index_dir, .. } => {
             let corpus = corpus.clone().unwrap_or_else(|| config.job.data_dir().join("corpus.arrow"));
             let index_dir = index_dir.clone().unwrap_or_else(|| config.job.bm25_dir());
-            index(config, &corpus, &index_dir)
+            Ok(index(config, &corpus, &index_dir, &Bar::new())?)
         }
         Command::Search { index_dir, queries, split, run, .. } => {
             let index_dir = index_dir.clone().unwrap_or_else(|| config.job.bm25_dir());
@@ -76,42 +73,7 @@ pub fn run(config: &Config, command: &Command) -> anyhow::Result<()> {
             let queries =
                 queries.clone().unwrap_or_else(|| config.job.data_dir().join(format!("queries-{split}.arrow")));
             let run = run.clone().unwrap_or_else(|| config.job.runs_dir().join(format!("bm25-{split}.trec")));
-            search(config, &index_dir, &queries, &run)
+            Ok(search(config, &index_dir, &queries, &run, &Bar::new())?)
         }
     }
-}
-
-pub fn index(config: &Config, corpus: &std::path::Path, index_dir: &std::path::Path) -> anyhow::Result<()> {
-    let options = IndexOptions { threads: config.bm25.threads, memory_mb: config.bm25.memory_mb };
-    let started = std::time::Instant::now();
-    let manifest = build_index(corpus, index_dir, options, &Bar::new())
-        .with_context(|| format!("cannot build BM25 index of {}", corpus.display()))?;
-    info!(
-        documents = manifest.documents,
-        seconds = format!("{:.1}", started.elapsed().as_secs_f64()),
-        index = %index_dir.display(),
-        "built BM25 index"
-    );
-    Ok(())
-}
-
-pub fn search(
-    config: &Config,
-    index_dir: &std::path::Path,
-    queries: &std::path::Path,
-    run_path: &std::path::Path,
-) -> anyhow::Result<()> {
-    let index = Bm25Index::open(index_dir)?;
-    let queries: Vec<Query> = read_records(queries)?;
-    let started = std::time::Instant::now();
-    let run = index.search_all(&queries, config.bm25.top_k, config.bm25.threads, &Bar::new())?;
-    let seconds = started.elapsed().as_secs_f64();
-    write_run(run_path, &run, "dgr-bm25")?;
-    info!(
-        queries = queries.len(),
-        ms_per_query = format!("{:.2}", 1000.0 * seconds / queries.len().max(1) as f64),
-        run = %run_path.display(),
-        "wrote BM25 run"
-    );
-    Ok(())
 }

@@ -1,31 +1,19 @@
-//! The multi-process form of a stage: `dgr coordinator` leases the stage's shards to `dgr
-//! worker` processes and assembles the result when every shard is done; `dgr status` asks a
-//! running coordinator how far the job is.
+//! `dgr coordinator`, `dgr worker` and `dgr status`: the multi-process form of the stages
+//! (dgr_pipeline::services), and a running coordinator's progress on the terminal.
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::Config;
 use anyhow::{Context, bail};
 use clap::{Args as ClapArgs, ValueEnum};
 use dgr_coordinator::CoordinatorError;
 use dgr_coordinator::api::TrainStatus;
-use dgr_coordinator::assemble::{place_done_shards, remove_attempts};
 use dgr_coordinator::client::Client;
-use dgr_coordinator::ledger::{JobSpec, Ledger};
-use dgr_coordinator::rendezvous::{JobEnd, Rendezvous};
-use dgr_coordinator::server::{Service, ServiceConfig, now, serve};
-use dgr_coordinator::train_service::{TrainService, serve_training};
-use dgr_coordinator::worker::{self, ShardWork};
-use dgr_core::shards::ShardEntry;
-use figment::Figment;
-use tokio::signal::unix::{SignalKind, signal};
-use tracing::{info, warn};
+use dgr_pipeline::Config;
+use dgr_pipeline::retrieve::RetrieveTask;
+use dgr_pipeline::services::{self, ShardStage};
 
-use crate::commands::ranks::{self, Ending};
-use crate::commands::retrieve::{RetrieveInputs, RetrieveWork};
-use crate::commands::teacher::{TeacherInputs, TeacherWork};
+use super::retrieve::StudentArg;
+use figment::Figment;
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Role {
@@ -37,16 +25,6 @@ pub enum Role {
     Train,
 }
 
-impl Role {
-    fn name(self) -> &'static str {
-        match self {
-            Role::Teacher => "teacher",
-            Role::Retrieve => "retrieve",
-            Role::Train => "train",
-        }
-    }
-}
-
 /// The training stages whose ranks a `--role train` coordinator brings together.
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum TrainStage {
@@ -54,11 +32,11 @@ pub enum TrainStage {
     TrainDistill,
 }
 
-impl TrainStage {
-    fn name(self) -> &'static str {
-        match self {
-            TrainStage::TrainGen => "train-gen",
-            TrainStage::TrainDistill => "train-distill",
+impl From<TrainStage> for services::TrainStage {
+    fn from(stage: TrainStage) -> Self {
+        match stage {
+            TrainStage::TrainGen => services::TrainStage::TrainGen,
+            TrainStage::TrainDistill => services::TrainStage::TrainDistill,
         }
     }
 }
@@ -83,6 +61,34 @@ pub struct CoordinatorArgs {
     /// Forget an earlier job of this stage and split (its ledger and output) and start over.
     #[arg(long)]
     overwrite: bool,
+    #[command(flatten)]
+    shards: RetrieveArgs,
+}
+
+/// With `--role retrieve`: which student, and how much of the split (coordinator and workers
+/// must agree).
+#[derive(ClapArgs)]
+pub struct RetrieveArgs {
+    /// The student that retrieves.
+    #[arg(long, value_enum, default_value_t = StudentArg::Gr)]
+    student: StudentArg,
+    /// Only the first N queries of the split.
+    #[arg(long)]
+    limit: Option<usize>,
+}
+
+impl RetrieveArgs {
+    fn stage(&self, role: Role, split: &str) -> ShardStage {
+        match role {
+            Role::Retrieve => ShardStage::Retrieve(RetrieveTask {
+                split: split.to_string(),
+                student: self.student.into(),
+                limit: self.limit,
+                index_dir: None,
+            }),
+            _ => ShardStage::Teacher { split: split.to_string() },
+        }
+    }
 }
 
 #[derive(ClapArgs)]
@@ -97,13 +103,16 @@ pub struct WorkerArgs {
     /// Name shown by `dgr status` (default: host:pid).
     #[arg(long)]
     name: Option<String>,
+    #[command(flatten)]
+    shards: RetrieveArgs,
 }
 
 #[derive(ClapArgs)]
 pub struct StatusArgs {
-    /// The coordinator, e.g. http://127.0.0.1:7878.
+    /// A running coordinator, e.g. http://127.0.0.1:7878. Without it: the stages of the
+    /// configured job (`dgr run`), from its records.
     #[arg(long)]
-    coordinator: String,
+    coordinator: Option<String>,
     /// Print the status as JSON.
     #[arg(long)]
     json: bool,
@@ -122,241 +131,28 @@ impl CoordinatorArgs {
     }
 }
 
-/// The shared secret: `coordinator.token`, else `DGR_TOKEN`.
-pub(crate) fn token(config: &Config) -> anyhow::Result<String> {
-    if !config.coordinator.token.is_empty() {
-        return Ok(config.coordinator.token.clone());
-    }
-    match std::env::var("DGR_TOKEN") {
-        Ok(token) if !token.is_empty() => Ok(token),
-        _ => bail!(
-            "no coordinator token: set DGR_TOKEN (or coordinator.token in the config) to the same secret for the coordinator and its workers"
-        ),
-    }
-}
-
-/// A stage's inputs, as the coordinator needs them: the job, and how to write the set's
-/// manifest once every shard is in place.
-enum StageInputs {
-    Teacher(Box<TeacherInputs>),
-    Retrieve(Box<RetrieveInputs>),
-}
-
-impl StageInputs {
-    fn load(config: &Config, role: Role, split: &str) -> anyhow::Result<Self> {
-        Ok(match role {
-            Role::Teacher => StageInputs::Teacher(Box::new(TeacherInputs::load(config, split)?)),
-            Role::Retrieve => StageInputs::Retrieve(Box::new(RetrieveInputs::load(config, split)?)),
-            Role::Train => bail!("training ranks have no shards"),
-        })
-    }
-
-    fn job(&self, config: &Config, split: &str) -> JobSpec {
-        match self {
-            StageInputs::Teacher(inputs) => inputs.job(config, split),
-            StageInputs::Retrieve(inputs) => inputs.job(config, split),
-        }
-    }
-
-    fn manifest_name(&self) -> &'static str {
-        match self {
-            StageInputs::Teacher(_) => dgr_core::rank_lists::MANIFEST_FILE,
-            StageInputs::Retrieve(_) => dgr_core::candidates::CANDIDATES_MANIFEST,
-        }
-    }
-
-    fn finish(&self, config: &Config, split: &str, out: &Path, shards: Vec<ShardEntry>) -> anyhow::Result<()> {
-        match self {
-            StageInputs::Teacher(inputs) => inputs.finish(out, shards),
-            StageInputs::Retrieve(inputs) => inputs.finish(config, split, out, shards),
-        }
-    }
-}
-
-fn ledger_path(config: &Config, role: Role, split: &str) -> PathBuf {
-    config.job.coordinator_dir().join(format!("{}-{split}.sqlite", role.name()))
-}
-
-fn remove_ledger(path: &Path) -> anyhow::Result<()> {
-    for suffix in ["", "-wal", "-shm"] {
-        let file = PathBuf::from(format!("{}{suffix}", path.display()));
-        match std::fs::remove_file(&file) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(e).with_context(|| format!("cannot remove {}", file.display()));
-            }
-            _ => {}
-        }
-    }
-    Ok(())
-}
-
-/// Moves the accepted outputs into place and writes the set's manifest (last).
-fn assemble(stage: &StageInputs, config: &Config, ledger: &Ledger) -> anyhow::Result<()> {
-    let out = ledger.job().output_dir.clone();
-    let entries = place_done_shards(&out, &ledger.done_shards()?)?;
-    stage.finish(config, &ledger.job().split, &out, entries)?;
-    remove_attempts(&out)?;
-    info!(out = %out.display(), "job complete: shards and manifest in place");
-    Ok(())
-}
-
 pub fn coordinator(config: &Config, args: &CoordinatorArgs) -> anyhow::Result<()> {
     if args.role == Role::Train {
         let stage = args.stage.context("--role train needs --stage train-gen or --stage train-distill")?;
-        return train_coordinator(config, stage);
+        return Ok(services::serve_training(config, stage.into())?);
     }
-    let token = token(config)?;
-    let stage = StageInputs::load(config, args.role, &args.split)?;
-    let job = stage.job(config, &args.split);
-    let ledger_file = ledger_path(config, args.role, &args.split);
-    if args.overwrite {
-        remove_ledger(&ledger_file)?;
-        if job.output_dir.exists() {
-            std::fs::remove_dir_all(&job.output_dir)
-                .with_context(|| format!("cannot remove {}", job.output_dir.display()))?;
-        }
-    } else if !ledger_file.exists() && job.output_dir.join(stage.manifest_name()).exists() {
-        bail!("{} is already complete; pass --overwrite to compute it again", job.output_dir.display());
-    }
-    std::fs::create_dir_all(job.output_dir.join("attempts"))
-        .with_context(|| format!("cannot create {}", job.output_dir.display()))?;
-    let ledger = Ledger::open(&ledger_file, job, now())?;
-    if ledger.is_complete()? {
-        info!("every shard of this job is already done");
-        return assemble(&stage, config, &ledger);
-    }
-    let c = &config.coordinator;
-    let service_config = ServiceConfig {
-        token,
-        lease_seconds: c.lease_seconds,
-        heartbeat_seconds: c.heartbeat_seconds,
-        max_body_bytes: c.max_body_bytes,
-    };
-    let status = ledger.status(now())?;
-    let service = Service::new(ledger, service_config)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    let linger = Duration::from_secs_f64(c.linger_seconds);
-    let (role, split, bind) = (args.role, args.split.clone(), c.bind.clone());
-    runtime.block_on(async {
-        let listener =
-            tokio::net::TcpListener::bind(&bind).await.with_context(|| format!("cannot listen on {bind}"))?;
-        let address = listener.local_addr()?;
-        info!(
-            url = %format!("http://{address}"),
-            role = role.name(),
-            split = %split,
-            shards = status.shards,
-            done = status.done,
-            "coordinator listening"
-        );
-        let mut completion = service.completion();
-        let all_done = async move {
-            // Dropped at once: the guard `wait_for` returns must not live across an await.
-            let _ = completion.wait_for(|done| *done).await.map(|_| ());
-        };
-        let shutdown = async move {
-            tokio::select! {
-                _ = all_done => tokio::time::sleep(linger).await,
-                _ = tokio::signal::ctrl_c() => warn!("interrupted: the job continues when the coordinator restarts"),
-            }
-        };
-        serve(listener, service, shutdown).await?;
-        anyhow::Ok(())
-    })?;
-    // Reopen the ledger: the service is gone, and this also proves the state is on disk.
-    let ledger = Ledger::open(&ledger_path(config, args.role, &args.split), stage.job(config, &args.split), now())?;
-    if ledger.is_complete()? { assemble(&stage, config, &ledger) } else { Ok(()) }
-}
-
-/// The coordinator of a training job: serves the rendezvous until every rank has left (or,
-/// after a failure, left or gone silent); SIGTERM, SIGUSR1 or Ctrl-C stop every rank after the
-/// same step with a checkpoint of it.
-fn train_coordinator(config: &Config, stage: TrainStage) -> anyhow::Result<()> {
-    let token = token(config)?;
-    let fingerprint = ranks::fingerprint(config, stage.name())?;
-    // A new key per start: ranks of an earlier world cannot join this one's ring.
-    let key = u64::from_str_radix(
-        &dgr_core::import::sha256_hex(format!("{}{}", now(), std::process::id()).as_bytes())[..16],
-        16,
-    )?;
-    let rendezvous = Rendezvous::new(stage.name(), &fingerprint, config.ranks.clone(), key, now());
-    let service = TrainService::new(rendezvous, &token, config.coordinator.max_body_bytes)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    let bind = config.coordinator.bind.clone();
-    runtime.block_on(async {
-        let listener =
-            tokio::net::TcpListener::bind(&bind).await.with_context(|| format!("cannot listen on {bind}"))?;
-        info!(
-            url = %format!("http://{}", listener.local_addr()?),
-            stage = stage.name(),
-            world_size = config.ranks.world_size,
-            "training coordinator listening"
-        );
-        let mut terminate = signal(SignalKind::terminate())?;
-        let mut user1 = signal(SignalKind::user_defined1())?;
-        let stopper = service.clone();
-        tokio::spawn(async move {
-            loop {
-                let name = tokio::select! {
-                    _ = terminate.recv() => "SIGTERM",
-                    _ = user1.recv() => "SIGUSR1",
-                    _ = tokio::signal::ctrl_c() => "SIGINT",
-                };
-                stopper.request_stop(&format!("{name} to the coordinator"));
-            }
-        });
-        let mut ended = service.ended();
-        let shutdown = async move {
-            let _ = ended.wait_for(Option::is_some).await.map(|_| ());
-            // Ranks still polling learn the end before the port closes.
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        };
-        serve_training(listener, service.clone(), shutdown).await?;
-        anyhow::Ok(())
-    })?;
-    let end = service.ended().borrow().clone();
-    match end {
-        Some(JobEnd::Finished) | None => {
-            info!("every rank finished");
-            Ok(())
-        }
-        Some(JobEnd::Stopped) => Err(Ending::Stopped { step: None }.into()),
-        Some(JobEnd::Failed(reason)) => Err(Ending::Aborted { reason }.into()),
-    }
+    Ok(services::serve_shards(config, &args.shards.stage(args.role, &args.split), args.overwrite)?)
 }
 
 pub fn worker(config: &Config, args: &WorkerArgs) -> anyhow::Result<()> {
-    let token = token(config)?;
-    let client = Client::new(&args.coordinator, &token, Duration::from_secs_f64(config.worker.retry_seconds))?;
-    let work: Arc<dyn ShardWork> = match args.role {
-        Role::Teacher => Arc::new(TeacherWork::load(config, &args.split)?),
-        Role::Retrieve => Arc::new(RetrieveWork::load(config, &args.split)?),
-        Role::Train => bail!("training ranks are `dgr train-gen|train-distill --coordinator URL`, not workers"),
-    };
-    let name = args.name.clone().unwrap_or_else(|| {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-        format!("{}:{}", host.trim(), std::process::id())
-    });
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
-    let report = runtime.block_on(worker::run(&client, &name, args.role.name(), work))?;
-    let total = report.compute_seconds + report.coordinator_seconds;
-    info!(
-        worker_id = report.worker_id,
-        shards = report.shards_done,
-        rows = report.rows,
-        duplicates = report.duplicates,
-        lost = report.lost,
-        compute_seconds = format!("{:.2}", report.compute_seconds),
-        coordinator_seconds = format!("{:.3}", report.coordinator_seconds),
-        coordinator_share = format!("{:.3}%", 100.0 * report.coordinator_seconds / total.max(1e-9)),
-        "worker finished: the job is done"
-    );
-    Ok(())
+    if args.role == Role::Train {
+        bail!("training ranks are `dgr train-gen|train-distill --coordinator URL`, not workers");
+    }
+    let stage = args.shards.stage(args.role, &args.split);
+    Ok(services::work(config, &stage, &args.coordinator, args.name.clone())?)
 }
 
 pub fn status(config: &Config, args: &StatusArgs) -> anyhow::Result<()> {
-    let token = token(config)?;
-    let client = Client::new(&args.coordinator, &token, Duration::from_secs(10))?;
+    let Some(coordinator) = &args.coordinator else {
+        return print_job_status(config, args.json);
+    };
+    let token = services::token(config)?;
+    let client = Client::new(coordinator, &token, Duration::from_secs(10))?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let status = match runtime.block_on(client.status()) {
         Ok(status) => status,
@@ -427,6 +223,28 @@ fn print_train_status(status: &TrainStatus, json: bool) -> anyhow::Result<()> {
             number(r.all_reduce_bytes_per_second, 1e6),
             r.seconds_since_seen
         );
+    }
+    Ok(())
+}
+
+/// The job's stages as `dgr run` recorded them.
+fn print_job_status(config: &Config, json: bool) -> anyhow::Result<()> {
+    let stages = dgr_pipeline::job::status(config)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&stages)?);
+        return Ok(());
+    }
+    if stages.is_empty() {
+        println!("{}: no stage has run yet (`dgr run` starts the job)", config.job.dir.display());
+        return Ok(());
+    }
+    println!("job {}", config.job.dir.display());
+    println!("{:<22} {:<8} {:>10}  progress", "stage", "state", "seconds");
+    for stage in &stages {
+        let state = format!("{:?}", stage.state).to_lowercase();
+        let seconds = stage.seconds.map_or("-".to_string(), |s| format!("{s:.0}"));
+        let progress = stage.steps.map_or(String::new(), |(done, total)| format!("step {done} of {total}"));
+        println!("{:<22} {state:<8} {seconds:>10}  {progress}", stage.stage);
     }
     Ok(())
 }

@@ -1,13 +1,13 @@
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+//! `dgr eval`: metrics of a TREC run against qrels and/or answers.
 
-use crate::config::Config;
-use anyhow::{Context, bail};
-use dgr_core::arrow_file::read_records;
+use std::path::PathBuf;
+
+use anyhow::bail;
 use dgr_core::atomic::write_atomic;
-use dgr_core::trec::{Run, read_qrels, read_run};
-use dgr_core::{Passage, Query};
-use dgr_eval::{EvalReport, evaluate_answers, evaluate_qrels};
+use dgr_core::trec::{read_qrels, read_run};
+use dgr_eval::evaluate_qrels;
+use dgr_pipeline::Config;
+use dgr_pipeline::evaluate::{answer_report, table};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -60,33 +60,4 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<()> {
     write_atomic(&out, &serde_json::to_vec_pretty(&json)?)?;
     tracing::info!(out = %out.display(), "wrote metrics");
     Ok(())
-}
-
-/// Answer-hit evaluation of `run` with the answers of `queries` over the texts of `corpus`.
-pub fn answer_report(run: &Run, queries: &Path, corpus: &Path, at: &[usize]) -> anyhow::Result<EvalReport> {
-    let queries: Vec<Query> = read_records(queries)?;
-    let answers: HashMap<String, Vec<String>> = queries.into_iter().map(|q| (q.id, q.answers)).collect();
-    if answers.values().all(Vec::is_empty) {
-        bail!("the queries file has no answers: answer-hit R@k needs queries with answers");
-    }
-    let passages: Vec<Passage> = read_records(corpus).context("cannot read corpus for answer matching")?;
-    let texts: HashMap<&str, &str> = passages.iter().map(|p| (p.id.as_str(), p.text.as_str())).collect();
-    Ok(evaluate_answers(run, &answers, |id| texts.get(id).copied(), at))
-}
-
-/// A plain-text table: one row per metric, cutoffs in numeric order.
-pub fn table(reports: &[(&str, EvalReport)]) -> String {
-    let mut out = String::new();
-    for (name, report) in reports {
-        out.push_str(&format!("{:<16} {:>10}\n", format!("[{name}] queries"), report.queries));
-        let mut rows: Vec<(&String, &f64)> = report.metrics.iter().collect();
-        rows.sort_by_key(|(metric, _)| {
-            let (family, cutoff) = metric.split_once('@').unwrap_or((metric.as_str(), ""));
-            (family.to_string(), cutoff.parse::<usize>().unwrap_or(0))
-        });
-        for (metric, value) in rows {
-            out.push_str(&format!("{metric:<16} {value:>10.4}\n"));
-        }
-    }
-    out
 }

@@ -1,23 +1,21 @@
 //! One module per subcommand; `run` dispatches.
 
 mod bm25;
-mod dev_eval;
 mod distributed;
 mod eval;
 mod index;
 mod pipeline;
 mod prepare;
-pub mod ranks;
 mod retrieve;
 mod teacher;
 mod train_distill;
 mod train_gen;
-mod training;
 
 use std::path::Path;
 
-use crate::config::Config;
 use clap::Subcommand;
+use dgr_pipeline::Config;
+use dgr_pipeline::ranks::RankPlace;
 use figment::Figment;
 
 #[derive(Subcommand)]
@@ -51,9 +49,11 @@ pub enum Command {
     Coordinator(distributed::CoordinatorArgs),
     /// Work for a coordinator: lease shards, compute them, report them, until the job is done.
     Worker(distributed::WorkerArgs),
-    /// Show a running coordinator's progress: shards done / leased / pending, workers, ETA.
+    /// Show the job's stages (as `dgr run` recorded them), or a running coordinator's progress:
+    /// shards done / leased / pending, workers, ETA; training ranks, steps, step times.
     Status(distributed::StatusArgs),
-    /// Run the whole pipeline of the configured job (today: prepare, BM25, eval).
+    /// Run the whole job: prepare, BM25, FM-index, stage 1, retrieval, teacher, stage 2,
+    /// retrieval with the distilled student, evaluation; finished stages are reused.
     Run(pipeline::Args),
 }
 
@@ -70,10 +70,40 @@ pub fn run(command: Command, config_file: Option<&Path>) -> anyhow::Result<()> {
         Command::Coordinator(args) => distributed::coordinator(&load_config(config_file, args.overrides())?, &args),
         Command::Worker(args) => distributed::worker(&load_config(config_file, Figment::new())?, &args),
         Command::Status(args) => distributed::status(&load_config(config_file, Figment::new())?, &args),
-        Command::Run(args) => pipeline::run(&load_config(config_file, Figment::new())?, &args),
+        Command::Run(args) => pipeline::run(&load_config(config_file, Figment::new())?, config_file, &args),
     }
 }
 
 fn load_config(file: Option<&Path>, overrides: Figment) -> anyhow::Result<Config> {
-    crate::config::load(file, overrides)
+    Ok(dgr_pipeline::config::load(file, overrides)?)
+}
+
+/// A training command's place in a data-parallel job.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct RankArgs {
+    /// The training coordinator (`dgr coordinator --role train`), e.g. http://node0:7878.
+    /// Without it the command trains alone.
+    #[arg(long)]
+    pub coordinator: Option<String>,
+    /// This node's index in the job (ranks are numbered by node, then local rank).
+    #[arg(long, default_value_t = 0)]
+    pub node_rank: u32,
+    /// This process's index on its node.
+    #[arg(long, default_value_t = 0)]
+    pub local_rank: u32,
+    /// Address the other ranks reach this one at (default: this machine's address on the
+    /// route to the coordinator).
+    #[arg(long)]
+    pub host: Option<String>,
+}
+
+impl RankArgs {
+    fn place(&self) -> RankPlace {
+        RankPlace {
+            coordinator: self.coordinator.clone(),
+            node_rank: self.node_rank,
+            local_rank: self.local_rank,
+            host: self.host.clone(),
+        }
+    }
 }

@@ -1,10 +1,11 @@
-use std::path::{Path, PathBuf};
+//! `dgr prepare`: import a dataset (dgr_pipeline::prepare).
 
-use crate::config::Config;
-use anyhow::Context;
-use dgr_core::import::{self, DatasetFormat, ImportOptions, ImportSummary};
+use std::path::PathBuf;
+
+use dgr_core::import::DatasetFormat;
+use dgr_pipeline::Config;
+use dgr_pipeline::prepare::prepare;
 use figment::Figment;
-use tracing::info;
 
 use crate::progress::Bar;
 
@@ -43,27 +44,6 @@ impl Args {
 
 pub fn run(config: &Config, args: &Args) -> anyhow::Result<()> {
     let output = args.output.clone().unwrap_or_else(|| config.job.data_dir());
-    prepare(config, &output, args.overwrite)?;
+    prepare(config, &output, args.overwrite, &Bar::new())?;
     Ok(())
-}
-
-/// Imports the configured source into `output` and logs the summary.
-pub fn prepare(config: &Config, output: &Path, overwrite: bool) -> anyhow::Result<ImportSummary> {
-    let p = &config.prepare;
-    let options = ImportOptions { skip_invalid: p.skip_invalid, overwrite, split: p.split };
-    info!(format = %p.format, input = %p.input.display(), output = %output.display(), "importing dataset");
-    let summary = import::import(p.format, &p.input, output, &options, &Bar::new())
-        .with_context(|| format!("cannot import {} as {}", p.input.display(), p.format))?;
-    info!(passages = summary.passages, "imported corpus");
-    for (split, n) in &summary.queries {
-        let judged = summary.qrels.get(split).copied().unwrap_or(0);
-        info!(split = %split, queries = n, qrels = judged, "imported queries");
-    }
-    for (reason, n) in &summary.dropped {
-        info!(count = n, "left out by design: {reason}");
-    }
-    for (reason, n) in &summary.skipped {
-        info!(count = n, "skipped as invalid: {reason}");
-    }
-    Ok(summary)
 }
