@@ -308,13 +308,25 @@ fn bad_requests_are_rejected_with_a_reason_and_the_server_keeps_serving() {
     let status: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(status["done"], 0);
     assert_eq!(status["leased"], 1);
+    // The same state for Prometheus, behind the same token.
+    assert_eq!(http(&url, "GET", "/metrics", None, "").0, 401);
+    let (status, metrics) = http(&url, "GET", "/metrics", Some(TOKEN), "");
+    assert_eq!(status, 200, "{metrics}");
+    for line in [
+        r#"dgr_shards{stage="teacher",split="train",state="done"} 0.0"#,
+        r#"dgr_shards{stage="teacher",split="train",state="leased"} 1.0"#,
+        r#"dgr_worker_shards_done{stage="teacher",split="train",worker="probe"} 0.0"#,
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} missing from:\n{metrics}");
+    }
+    assert!(metrics.ends_with("# EOF\n"), "{metrics}");
     coordinator.collect_log();
     std::thread::sleep(Duration::from_millis(200));
     coordinator.collect_log();
     let rejected = coordinator.log.iter().filter(|l| l["fields"]["message"] == "request rejected").count();
     let unauthorised =
         coordinator.log.iter().filter(|l| l["fields"]["message"] == "request without the job's token").count();
-    assert!(rejected >= 11 && unauthorised == 3, "rejections are logged: {rejected} + {unauthorised}");
+    assert!(rejected >= 11 && unauthorised == 4, "rejections are logged: {rejected} + {unauthorised}");
     coordinator.child.kill().unwrap();
     coordinator.child.wait().unwrap();
 }

@@ -126,6 +126,10 @@ fn run_goes_through_every_stage_resumes_after_kill_and_reruns_what_a_setting_cha
         assert!(stdout.lines().any(|l| l.starts_with(&format!("{system:<6} dev    qrels"))), "{stdout}");
     }
     let results: serde_json::Value = serde_json::from_slice(&read(a.join("job/results.json"))).unwrap();
+    for plot in ["stage1-loss", "stage2-loss", "stage2-violated-pairs", "results"] {
+        let png = read(a.join(format!("job/plots/{plot}.png")));
+        assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "{plot}.png: {} bytes", png.len());
+    }
     assert_eq!(results["rows"].as_array().unwrap().len(), 3);
     assert!(
         a.join("job/logs/train-distill-rank-1.log").is_file()

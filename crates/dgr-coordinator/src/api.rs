@@ -220,6 +220,9 @@ pub struct RankHeartbeat {
     pub all_reduce_seconds: Option<f64>,
     /// Bytes per second of the preflight all-reduce (the algorithm's bandwidth).
     pub all_reduce_bytes_per_second: Option<f64>,
+    /// The training loss of the last step.
+    #[serde(default)]
+    pub loss: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -278,6 +281,9 @@ pub struct RankStatus {
     pub step_seconds: Option<f64>,
     pub all_reduce_seconds: Option<f64>,
     pub all_reduce_bytes_per_second: Option<f64>,
+    /// The training loss of the last step.
+    #[serde(default)]
+    pub loss: Option<f64>,
     pub outcome: Option<Outcome>,
 }
 

@@ -23,6 +23,7 @@ pub mod assemble;
 pub mod client;
 pub mod error;
 pub mod ledger;
+pub mod metrics;
 pub mod rendezvous;
 pub mod server;
 pub mod train_service;

@@ -341,6 +341,7 @@ impl Rendezvous {
                     step_seconds: heartbeat.and_then(|h| h.step_seconds),
                     all_reduce_seconds: heartbeat.and_then(|h| h.all_reduce_seconds),
                     all_reduce_bytes_per_second: heartbeat.and_then(|h| h.all_reduce_bytes_per_second),
+                    loss: heartbeat.and_then(|h| h.loss),
                     outcome: m.outcome.as_ref().map(|(o, _)| *o),
                 }
             })

@@ -112,6 +112,7 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/v1/heartbeat", post(heartbeat))
         .route("/v1/complete", post(complete))
         .route("/v1/status", get(status))
+        .route("/metrics", get(metrics))
         .fallback(unknown_route)
         .layer(middleware::from_fn_with_state(service.token.clone(), authenticate))
         .layer(DefaultBodyLimit::max(limit))
@@ -301,6 +302,18 @@ async fn complete(
 
 async fn status(State(service): State<Arc<Service>>) -> Response {
     answer(service.with_ledger(|ledger, _| ledger.status(now())).await, "status")
+}
+
+async fn metrics(State(service): State<Arc<Service>>) -> Response {
+    match service.with_ledger(|ledger, _| ledger.status(now())).await {
+        Ok(status) => text_metrics(crate::metrics::shard_metrics(&status)),
+        Err(error) => reject(StatusCode::INTERNAL_SERVER_ERROR, error.to_string(), "metrics"),
+    }
+}
+
+/// A `/metrics` answer in the OpenMetrics text format.
+pub(crate) fn text_metrics(body: String) -> Response {
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], body).into_response()
 }
 
 fn is_plain_file_name(name: &str) -> bool {

@@ -10,6 +10,7 @@ use axum::Json;
 use axum::Router;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
 use axum::middleware;
 use axum::response::Response;
 use axum::routing::{get, post};
@@ -78,6 +79,7 @@ pub fn train_router(service: Arc<TrainService>) -> Router {
         .route("/v1/train/heartbeat", post(heartbeat))
         .route("/v1/train/leave", post(leave))
         .route("/v1/train/status", get(status))
+        .route("/metrics", get(metrics))
         .fallback(unknown_route)
         .layer(middleware::from_fn_with_state(service.token.clone(), authenticate))
         .layer(DefaultBodyLimit::max(limit))
@@ -156,4 +158,11 @@ async fn leave(State(service): State<Arc<TrainService>>, request: Body<LeaveRequ
 
 async fn status(State(service): State<Arc<TrainService>>) -> Response {
     answer(service.with(|r, now| Ok(r.status(now))), "train/status")
+}
+
+async fn metrics(State(service): State<Arc<TrainService>>) -> Response {
+    match service.with(|r, now| Ok(r.status(now))) {
+        Ok(status) => crate::server::text_metrics(crate::metrics::train_metrics(&status)),
+        Err(error) => crate::server::reject(StatusCode::INTERNAL_SERVER_ERROR, error.to_string(), "metrics"),
+    }
 }

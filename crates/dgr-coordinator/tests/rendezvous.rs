@@ -22,6 +22,7 @@ fn request(node: u32, local_rank: u32) -> JoinRequest {
 
 fn beat(member_id: u64, step: u64, phase: Phase) -> RankHeartbeat {
     RankHeartbeat {
+        loss: None,
         member_id,
         step,
         phase,

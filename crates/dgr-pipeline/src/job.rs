@@ -310,7 +310,7 @@ pub fn run(config: &Config, options: &RunOptions, progress: &dyn Progress) -> Re
     runner.stage(
         "eval",
         json!({"runs": evaluated, "eval": config.eval, "eval_queries": r.eval_queries, "notes": notes}),
-        JobResults::path(&job_dir).is_file(),
+        JobResults::path(&job_dir).is_file() && job_dir.join("plots/results.png").is_file(),
         |_| {
             let results = crate::results::evaluate(
                 &data,
@@ -336,7 +336,8 @@ pub fn run(config: &Config, options: &RunOptions, progress: &dyn Progress) -> Re
                     })
                 })
                 .collect();
-            crate::metrics::append_metrics(&job_dir.join("metrics.jsonl"), &lines)
+            crate::metrics::append_metrics(&job_dir.join("metrics.jsonl"), &lines)?;
+            crate::plots::draw(&job_dir, &results).map(|_| ())
         },
     )?;
     Ok(JobRun { results: JobResults::load(&job_dir)?, stages: runner.stages })

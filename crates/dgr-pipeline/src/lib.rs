@@ -13,6 +13,7 @@ pub mod index;
 pub mod job;
 pub mod local;
 pub mod metrics;
+pub mod plots;
 pub mod prepare;
 pub mod ranks;
 pub mod results;

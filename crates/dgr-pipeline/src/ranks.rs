@@ -90,6 +90,8 @@ struct Progress {
     step_seconds: AtomicU64,
     all_reduce_seconds: AtomicU64,
     bytes_per_second: AtomicU64,
+    /// f64 bits of the last step's loss (none before the first step).
+    loss: AtomicU64,
 }
 
 const PHASES: [Phase; 4] = [Phase::Starting, Phase::Compute, Phase::Collective, Phase::Other];
@@ -109,6 +111,7 @@ impl Progress {
             step_seconds: seconds(&self.step_seconds),
             all_reduce_seconds: seconds(&self.all_reduce_seconds),
             all_reduce_bytes_per_second: seconds(&self.bytes_per_second),
+            loss: (self.step.load(Ordering::Relaxed) > 0).then(|| f64::from_bits(self.loss.load(Ordering::Relaxed))),
         }
     }
 }
@@ -281,6 +284,7 @@ impl Rank {
     pub fn record(&self, step: &StepLog) {
         self.progress.step.store(step.step, Ordering::Relaxed);
         self.progress.step_seconds.store(step.seconds.to_bits(), Ordering::Relaxed);
+        self.progress.loss.store(step.loss.to_bits(), Ordering::Relaxed);
         if let Some(seconds) = step.measures.get("all_reduce_seconds") {
             self.progress.all_reduce_seconds.store(seconds.to_bits(), Ordering::Relaxed);
         }
