@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The project's test command (README, CI): fetches the assets, runs every test, then runs the
-# demo pipeline on the real wiki-vital set and checks that the BM25 baseline lands where the
-# reference implementation puts it (rank_bm25: R@5 ~77-79 on dev/test; a large gap is a bug).
+# The project's test command (README, CI): fetches the assets, runs every test (the whole `dgr
+# run` chain among them, on a fixture with a tiny student), then runs the demo job up to BM25 on
+# the real wiki-vital set and checks that the baseline lands where the reference implementation
+# puts it (rank_bm25: R@5 ~77-79 on dev/test; a large gap is a bug).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

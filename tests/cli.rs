@@ -180,6 +180,10 @@ fn run_executes_the_configured_pipeline_and_reuses_finished_stages() {
     assert!(stderr.contains("stage prepare: up to date"), "{stderr}");
     assert_eq!(stderr.matches(": done in").count(), 2, "bm25 and eval only: {stderr}");
     assert_eq!(std::fs::read_to_string(t.join("job/metrics.jsonl")).unwrap().lines().count(), 4);
+
+    // The generative stages are evaluated on held-out splits only.
+    let stderr = fails(t, &["run", "--config", "job.toml", "--until", "retrieve"]);
+    assert!(stderr.contains("eval.splits names `train`"), "{stderr}");
 }
 
 #[test]

@@ -157,6 +157,12 @@ pub fn run(config: &Config, options: &RunOptions, progress: &dyn Progress) -> Re
             bail!("eval.splits names split `{split}`, but {} has no queries for it", data.display());
         }
     }
+    if until >= Until::Retrieve && splits.iter().any(|s| s == "train") {
+        bail!(
+            "eval.splits names `train`, whose candidates are stage 2's training data: evaluate the generative \
+             stages on dev and test (or stop before them with --until train-gen)"
+        );
+    }
     let mut systems = Vec::new();
     let mut notes = Vec::new();
     if r.eval_queries > 0 {
