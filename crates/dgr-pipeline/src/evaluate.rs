@@ -10,10 +10,15 @@ use dgr_core::trec::Run;
 use dgr_core::{Passage, Query};
 use dgr_eval::{EvalReport, evaluate_answers};
 
-/// Answer-hit evaluation of `run` with the answers of `queries` over the texts of `corpus`.
+/// Answer-hit evaluation of `run` with the answers of the queries file `queries` over the texts
+/// of `corpus`.
 pub fn answer_report(run: &Run, queries: &Path, corpus: &Path, at: &[usize]) -> Result<EvalReport> {
-    let queries: Vec<Query> = read_records(queries)?;
-    let answers: HashMap<String, Vec<String>> = queries.into_iter().map(|q| (q.id, q.answers)).collect();
+    answer_hits(run, &read_records(queries)?, corpus, at)
+}
+
+/// Answer-hit evaluation of `run` over `queries` (those only) and the texts of `corpus`.
+pub fn answer_hits(run: &Run, queries: &[Query], corpus: &Path, at: &[usize]) -> Result<EvalReport> {
+    let answers: HashMap<String, Vec<String>> = queries.iter().map(|q| (q.id.clone(), q.answers.clone())).collect();
     if answers.values().all(Vec::is_empty) {
         bail!("the queries file has no answers: answer-hit R@k needs queries with answers");
     }

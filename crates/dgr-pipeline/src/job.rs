@@ -213,7 +213,6 @@ pub fn run(config: &Config, options: &RunOptions, progress: &dyn Progress) -> Re
         let mut stage1 = None;
         if until >= Until::TrainGen {
             let t = &config.train_gen;
-            let stage1_dir = config.job.stage1_dir();
             stage1 = Some(runner.train(
                 TrainStage::TrainGen,
                 json!({
@@ -225,7 +224,7 @@ pub fn run(config: &Config, options: &RunOptions, progress: &dyn Progress) -> Re
                     "settings": training_settings(serde_json::to_value(t)?),
                     "world_size": config.ranks.world_size,
                 }),
-                stage1_dir.join("weights/final/model.safetensors").is_file(),
+                Student::Stage1.model_dir(config).join("model.safetensors").is_file(),
                 progress,
             )?);
         }
@@ -233,16 +232,7 @@ pub fn run(config: &Config, options: &RunOptions, progress: &dyn Progress) -> Re
         if let Some(stage1) = &stage1
             && until >= Until::Retrieve
         {
-            for split in &splits {
-                let task = RetrieveTask {
-                    split: split.clone(),
-                    student: Student::Stage1,
-                    limit: limit(r.eval_queries),
-                    index_dir: None,
-                };
-                let fingerprint = runner.retrieve(&task, stage1, &index, progress)?;
-                systems.push(("gr", split.clone(), task.run_path(config), fingerprint));
-            }
+            systems.extend(runner.retrieve_eval(&splits, Student::Stage1, stage1, &index, progress)?);
             let train = RetrieveTask {
                 split: "train".into(),
                 student: Student::Stage1,
@@ -262,7 +252,7 @@ pub fn run(config: &Config, options: &RunOptions, progress: &dyn Progress) -> Re
                     CandidateSource::Gr => candidates.clone(),
                     CandidateSource::Bm25 => bm25.clone(),
                 };
-                let out = config.job.rank_lists_dir().join("train");
+                let out = crate::teacher::output_dir(config, "train");
                 let inputs = json!({
                     "candidates": source,
                     "teacher": config.teacher,
@@ -285,23 +275,13 @@ pub fn run(config: &Config, options: &RunOptions, progress: &dyn Progress) -> Re
                         "rank_lists": teacher,
                         "index": index,
                         "scoring": config.retrieve.scoring,
-                        "tokenizer": file_identity(&config.index.tokenizer)?,
                         "settings": training_settings(serde_json::to_value(d)?),
                         "world_size": config.ranks.world_size,
                     }),
-                    config.job.stage2_dir().join("weights/final/model.safetensors").is_file(),
+                    Student::Stage2.model_dir(config).join("model.safetensors").is_file(),
                     progress,
                 )?;
-                for split in &splits {
-                    let task = RetrieveTask {
-                        split: split.clone(),
-                        student: Student::Stage2,
-                        limit: limit(r.eval_queries),
-                        index_dir: None,
-                    };
-                    let fingerprint = runner.retrieve(&task, &stage2, &index, progress)?;
-                    systems.push(("dgr", split.clone(), task.run_path(config), fingerprint));
-                }
+                systems.extend(runner.retrieve_eval(&splits, Student::Stage2, &stage2, &index, progress)?);
             }
         }
     }
@@ -469,6 +449,30 @@ impl Runner<'_> {
         let inputs =
             json!({"student": student, "index": index, "split": task.split, "limit": task.limit, "retrieve": settings});
         self.shards(&ShardStage::Retrieve(task.clone()), inputs, done, progress)
+    }
+
+    /// Retrieval of the first `run.eval_queries` queries of each eval split by `student`,
+    /// whose training stage has the fingerprint `trained`: the systems to evaluate.
+    fn retrieve_eval(
+        &mut self,
+        splits: &[String],
+        student: Student,
+        trained: &str,
+        index: &str,
+        progress: &dyn Progress,
+    ) -> Result<Vec<(&'static str, String, PathBuf, String)>> {
+        let mut systems = Vec::new();
+        for split in splits {
+            let task = RetrieveTask {
+                split: split.clone(),
+                student,
+                limit: limit(self.config.run.eval_queries),
+                index_dir: None,
+            };
+            let fingerprint = self.retrieve(&task, trained, index, progress)?;
+            systems.push((student.name(), split.clone(), task.run_path(self.config), fingerprint));
+        }
+        Ok(systems)
     }
 
     /// A shard stage: on the launcher's coordinator and workers when there are workers

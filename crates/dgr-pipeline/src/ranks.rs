@@ -424,6 +424,7 @@ fn route_to(url: &str) -> Result<String> {
     Ok(probe.local_addr()?.ip().to_string())
 }
 
-fn hostname() -> String {
+/// This machine's name (empty when it cannot be read).
+pub(crate) fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default()
 }

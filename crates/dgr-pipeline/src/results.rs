@@ -87,7 +87,8 @@ pub fn evaluate(
             reports.push(("qrels", evaluate_qrels(&run, &qrels, recall_at)));
         }
         if queries.iter().any(|q| !q.answers.is_empty()) {
-            reports.push(("answers", answer_hits(&run, &queries, &data_dir.join("corpus.arrow"), recall_at)?));
+            let corpus = data_dir.join("corpus.arrow");
+            reports.push(("answers", crate::evaluate::answer_hits(&run, &queries, &corpus, recall_at)?));
         }
         if reports.is_empty() {
             bail!("split `{split}` has neither qrels nor answers to evaluate against");
@@ -110,15 +111,6 @@ pub fn evaluate(
         rows,
         notes,
     })
-}
-
-/// Answer-hit R@k of `run` over `queries` only.
-fn answer_hits(run: &dgr_core::trec::Run, queries: &[Query], corpus: &Path, at: &[usize]) -> Result<EvalReport> {
-    let answers = queries.iter().map(|q| (q.id.clone(), q.answers.clone())).collect();
-    let passages: Vec<dgr_core::Passage> = read_records(corpus)?;
-    let texts: std::collections::HashMap<&str, &str> =
-        passages.iter().map(|p| (p.id.as_str(), p.text.as_str())).collect();
-    Ok(dgr_eval::evaluate_answers(run, &answers, |id| texts.get(id).copied(), at))
 }
 
 impl JobResults {

@@ -288,10 +288,7 @@ pub fn work(config: &Config, stage: &ShardStage, url: &str, name: Option<String>
         ShardStage::Teacher { split } => Arc::new(TeacherWork::load(config, split)?),
         ShardStage::Retrieve(task) => Arc::new(RetrieveWork::load(config, task)?),
     };
-    let name = name.unwrap_or_else(|| {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-        format!("{}:{}", host.trim(), std::process::id())
-    });
+    let name = name.unwrap_or_else(|| format!("{}:{}", ranks::hostname(), std::process::id()));
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     let report = runtime.block_on(worker::run(&client, &name, stage.name(), work))?;
     let total = report.compute_seconds + report.coordinator_seconds;
