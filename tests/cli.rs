@@ -215,6 +215,23 @@ fn bad_input_and_bad_configuration_fail_with_located_messages() {
 }
 
 #[test]
+fn every_shipped_configuration_loads_and_passes_its_checks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let configs = fixtures().join("../../configs");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&configs).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            // `dgr status` loads and checks the configuration, then shows the job's (no) stages.
+            let (stdout, _) = ok(tmp.path(), &["--config", s(&path), "status"]);
+            assert!(!stdout.contains("error"), "{}: {stdout}", path.display());
+            checked += 1;
+        }
+    }
+    assert!(checked >= 4, "demo, wiki-vital and the two cluster configurations");
+}
+
+#[test]
 fn json_logs_are_one_object_per_line() {
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
@@ -292,6 +309,12 @@ fn train_gen_trains_the_student_on_the_prepared_train_split() {
     with("engine.steps = 1\nmax_source_tokens = 4096\n");
     let stderr = fails(t, &["--config", "edited.toml", "train-gen"]);
     assert!(stderr.contains("exceed the model's 512 positions"), "{stderr}");
+
+    // A GPU asked for where there is none (no `cuda` build, or no device): a message, no panic.
+    let on_gpu = std::fs::read_to_string(t.join("job.toml")).unwrap() + "[device]\nkind = \"cuda\"\n";
+    std::fs::write(t.join("gpu.toml"), on_gpu).unwrap();
+    let stderr = fails(t, &["--config", "gpu.toml", "train-gen"]);
+    assert!(stderr.contains("CUDA") && !stderr.contains("panicked"), "{stderr}");
 }
 
 fn copy_dir(from: &Path, to: &Path) {

@@ -6,7 +6,12 @@ measurements on the same shapes, printed as the same JSON lines.
   pooling + normalize), batch 32 x 128 tokens, no_grad;
 - train_step: BartForConditionalGeneration with the same sizes, label smoothing 0.1, AdamW.
 
-Usage: python3 scripts/bench/model_speed_torch.py [--threads N] [encoder|train-tiny|train-minilm]
+On a GPU (`--device cuda`) every step ends with a device synchronisation. DGR_BENCH_MINILM
+names the encoder's directory (default assets/minilm); without its weights the encoder is HF
+BertModel with that config.json and random weights, mean-pooled and normalised (the same work).
+
+Usage: python3 scripts/bench/model_speed_torch.py [--threads N] [--device cpu|cuda]
+       [encoder|train-tiny|train-minilm]
 """
 import argparse
 import json
@@ -20,6 +25,12 @@ import torch.nn.functional as F
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 REPEATS = int(os.environ.get("DGR_BENCH_REPEATS", "5"))
+DEVICE = "cpu"
+
+
+def sync():
+    if DEVICE.startswith("cuda"):
+        torch.cuda.synchronize()
 
 
 def knob(name, default):
@@ -37,25 +48,42 @@ def timed(fn):
     for i in range(REPEATS + 1):
         start = time.perf_counter()
         fn()
+        sync()
         if i > 0:
             times.append(time.perf_counter() - start)
     return statistics.median(times)
 
 
 def encoder():
-    from sentence_transformers import SentenceTransformer
-    model = SentenceTransformer(os.path.join(ROOT, "assets", "minilm"), device="cpu").eval()
+    directory = os.environ.get("DGR_BENCH_MINILM", os.path.join(ROOT, "assets", "minilm"))
     batch, length = knob("DGR_BENCH_BATCH", 32), knob("DGR_BENCH_LENGTH", 128)
-    features = {"input_ids": torch.randint(3, 30521, (batch, length)),
-                "token_type_ids": torch.zeros(batch, length, dtype=torch.long),
-                "attention_mask": torch.ones(batch, length, dtype=torch.long)}
+    features = {"input_ids": torch.randint(3, 30521, (batch, length), device=DEVICE),
+                "token_type_ids": torch.zeros(batch, length, dtype=torch.long, device=DEVICE),
+                "attention_mask": torch.ones(batch, length, dtype=torch.long, device=DEVICE)}
+    if os.path.exists(os.path.join(directory, "model.safetensors")):
+        from sentence_transformers import SentenceTransformer
+        model = SentenceTransformer(directory, device=DEVICE).eval()
+        name, system = "all-MiniLM-L6-v2", f"pytorch {torch.__version__} (sentence-transformers)"
+
+        def embed():
+            return model(dict(features))["sentence_embedding"]
+    else:
+        from transformers import BertConfig, BertModel
+        bert = BertModel(BertConfig.from_json_file(os.path.join(directory, "config.json")), add_pooling_layer=False)
+        bert = bert.to(DEVICE).eval()
+        name, system = "MiniLM-L6 shape, random weights", f"pytorch {torch.__version__} (transformers)"
+
+        def embed():
+            states = bert(**features).last_hidden_state
+            mask = features["attention_mask"].unsqueeze(-1).float()
+            return F.normalize((states * mask).sum(1) / mask.sum(1).clamp(min=1e-9), dim=-1)
 
     def run():
         with torch.no_grad():
-            model(dict(features))["sentence_embedding"]
+            embed()
     s = timed(run)
-    print(json.dumps({"bench": "encoder", "system": f"pytorch {torch.__version__} (sentence-transformers)",
-                      "model": "all-MiniLM-L6-v2", "batch": batch, "length": length,
+    print(json.dumps({"bench": "encoder", "system": system, "device": DEVICE,
+                      "model": name, "batch": batch, "length": length,
                       "seconds": round(s, 4), "sequences_per_s": round(batch / s, 1),
                       "peak_rss_mb": peak_rss_mb()}))
 
@@ -69,11 +97,12 @@ def train_step(size):
                         dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
                         pad_token_id=1, decoder_start_token_id=2)
     torch.manual_seed(42)
-    model = BartForConditionalGeneration(config).train()
+    model = BartForConditionalGeneration(config).to(DEVICE).train()
     optim = torch.optim.AdamW(model.parameters(), lr=3e-5, weight_decay=0.01)
     batch, src, tgt = knob("DGR_BENCH_BATCH", 16), knob("DGR_BENCH_SOURCE", 64), knob("DGR_BENCH_TARGET", 16)
-    input_ids = torch.randint(3, vocab - 1, (batch, src))
-    labels = torch.tensor([[3 + (b * 31 + t * 7) % (vocab - 3) for t in range(tgt)] for b in range(batch)])
+    input_ids = torch.randint(3, vocab - 1, (batch, src), device=DEVICE)
+    labels = torch.tensor([[3 + (b * 31 + t * 7) % (vocab - 3) for t in range(tgt)] for b in range(batch)],
+                          device=DEVICE)
     loss_box = {}
 
     def run():
@@ -85,7 +114,7 @@ def train_step(size):
         loss_box["loss"] = float(loss)
     s = timed(run)
     params = sum(p.numel() for p in model.parameters())
-    print(json.dumps({"bench": "train_step", "system": f"pytorch {torch.__version__}", "size": "tiny" if size == "tiny" else "minilm-size",
+    print(json.dumps({"bench": "train_step", "system": f"pytorch {torch.__version__}", "device": DEVICE, "size": "tiny" if size == "tiny" else "minilm-size",
                       "params": params, "batch": batch, "source": src, "target": tgt,
                       "seconds": round(s, 4), "loss": round(loss_box["loss"], 4),
                       "peak_rss_mb": peak_rss_mb()}))
@@ -94,8 +123,10 @@ def train_step(size):
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu")
     ap.add_argument("only", nargs="?")
     args = ap.parse_args()
+    DEVICE = args.device
     torch.set_num_threads(args.threads)
     if args.only in (None, "encoder"):
         encoder()

@@ -122,7 +122,7 @@ pub fn weights(dir: &Path) -> Vec<f32> {
             self.0.extend(param.val().into_data().convert::<f32>().try_into_vec::<f32>().unwrap());
         }
     }
-    let (model, _) = dgr_model::bert2bert::Bert2Bert::load_or_warm_start(dir, 101, 0, &Device::flex()).unwrap();
+    let (model, _) = dgr_model::student::Student::load(dir, &Device::flex()).unwrap();
     let mut collect = Collect(Vec::new());
     burn::module::Module::visit(&model, &mut collect);
     collect.0

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use cudarc::driver::sys::CUdeviceptr;
-use cudarc::driver::{CudaContext, CudaStream};
+use cudarc::driver::{CudaContext, CudaSlice, CudaStream};
 use cudarc::nccl::safe::{Comm, Id, ReduceOp};
 
 use crate::{Collective, CollectiveError, check_root};
@@ -32,6 +32,11 @@ pub struct NcclCollective {
     stream: Arc<CudaStream>,
 }
 
+// SAFETY: NCCL lets a communicator be used from any thread as long as no two use it at once;
+// every operation here takes `&mut self`, so a rank's collective moves between threads (the
+// training loop's) but is never shared.
+unsafe impl Send for NcclCollective {}
+
 impl NcclCollective {
     /// Joins the communicator `id` as `rank` of `world`, on device `ordinal` (blocks until every
     /// rank has joined).
@@ -45,6 +50,19 @@ impl NcclCollective {
         let comm =
             Comm::from_rank(stream.clone(), rank, world, id).map_err(nccl_error("cannot join the communicator"))?;
         Ok(NcclCollective { comm, stream })
+    }
+
+    /// The stream this rank's collectives run on: device buffers for
+    /// [`NcclCollective::all_reduce_device`] are made on it.
+    pub fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
+    /// Sums `buffer`, device memory of this rank's stream, over all ranks, in place, and waits
+    /// for the result.
+    pub fn all_reduce_device(&mut self, buffer: &mut CudaSlice<f32>) -> Result<(), CollectiveError> {
+        self.comm.all_reduce_in_place(buffer, &ReduceOp::Sum).map_err(nccl_error("all-reduce failed"))?;
+        self.stream.synchronize().map_err(driver_error("cannot wait for the all-reduce"))
     }
 
     /// Sums `length` f32 values at `pointer` over all ranks, in place, and waits for the result.

@@ -145,7 +145,6 @@ pub struct ErrorBody {
 // |---|---|---|
 // | `POST /v1/train/join` | [`JoinRequest`] | [`JoinResponse`] |
 // | `POST /v1/train/world` | [`WorldRequest`] | [`WorldResponse`] |
-// | `POST /v1/train/nccl-id` | [`NcclIdRequest`] | `{}` |
 // | `POST /v1/train/heartbeat` | [`RankHeartbeat`] | [`RankInstruction`] |
 // | `POST /v1/train/leave` | [`LeaveRequest`] | `{}` |
 // | `GET /v1/train/status` | — | [`TrainStatus`] |
@@ -184,16 +183,9 @@ pub struct WorldRequest {
 pub enum WorldResponse {
     /// Not every rank has joined yet.
     Wait { joined: usize, world_size: usize },
-    /// The world: this rank's number, every rank's ring address in rank order, the key of the
-    /// ring's handshake and, once rank 0 has made it, the NCCL unique id (hex).
-    Ready { rank: usize, world_size: usize, peers: Vec<String>, key: u64, nccl_id: Option<String> },
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NcclIdRequest {
-    pub member_id: u64,
-    pub nccl_id: String,
+    /// The world: this rank's number, every rank's ring address in rank order and the key of
+    /// the ring's handshake (GPU ranks pass NCCL's unique id over the ring).
+    Ready { rank: usize, world_size: usize, peers: Vec<String>, key: u64 },
 }
 
 /// What a rank is doing; the coordinator names a rank that computes while the others wait in

@@ -104,11 +104,6 @@ impl Client {
         self.call(Method::POST, "/v1/train/world", Some(&WorldRequest { member_id })).await
     }
 
-    pub async fn train_nccl_id(&self, member_id: u64, nccl_id: &str) -> Result<Empty> {
-        let request = NcclIdRequest { member_id, nccl_id: nccl_id.to_string() };
-        self.call(Method::POST, "/v1/train/nccl-id", Some(&request)).await
-    }
-
     pub async fn train_heartbeat(&self, heartbeat: &RankHeartbeat) -> Result<RankInstruction> {
         self.call(Method::POST, "/v1/train/heartbeat", Some(heartbeat)).await
     }

@@ -89,7 +89,6 @@ pub struct Rendezvous {
     /// Indexed by member id.
     members: Vec<Member>,
     state: JobState,
-    nccl_id: Option<String>,
 }
 
 impl Rendezvous {
@@ -104,7 +103,6 @@ impl Rendezvous {
             started: now,
             members: Vec::new(),
             state: JobState::Forming,
-            nccl_id: None,
         }
     }
 
@@ -191,22 +189,7 @@ impl Rendezvous {
                 peers[r] = member.request.ring_address.clone();
             }
         }
-        Ok(WorldResponse::Ready {
-            rank,
-            world_size: self.config.world_size,
-            peers,
-            key: self.key,
-            nccl_id: self.nccl_id.clone(),
-        })
-    }
-
-    /// Rank 0 hands in the NCCL unique id for the others.
-    pub fn set_nccl_id(&mut self, member_id: u64, id: String) -> Result<()> {
-        if self.member(member_id)?.rank != Some(0) {
-            return Err(refused("only rank 0 makes the NCCL unique id".into()));
-        }
-        self.nccl_id = Some(id);
-        Ok(())
+        Ok(WorldResponse::Ready { rank, world_size: self.config.world_size, peers, key: self.key })
     }
 
     /// Records a heartbeat and answers what the rank should do.

@@ -75,7 +75,6 @@ pub fn train_router(service: Arc<TrainService>) -> Router {
     Router::new()
         .route("/v1/train/join", post(join))
         .route("/v1/train/world", post(world))
-        .route("/v1/train/nccl-id", post(nccl_id))
         .route("/v1/train/heartbeat", post(heartbeat))
         .route("/v1/train/leave", post(leave))
         .route("/v1/train/status", get(status))
@@ -126,16 +125,6 @@ async fn world(State(service): State<Arc<TrainService>>, request: Body<WorldRequ
     match request {
         Ok(Json(request)) => answer(service.with(|r, now| r.world(request.member_id, now)), "train/world"),
         Err(rejection) => bad_body(rejection, "train/world"),
-    }
-}
-
-async fn nccl_id(State(service): State<Arc<TrainService>>, request: Body<NcclIdRequest>) -> Response {
-    match request {
-        Ok(Json(request)) => answer(
-            service.with(|r, _| r.set_nccl_id(request.member_id, request.nccl_id)).map(|()| Empty {}),
-            "train/nccl-id",
-        ),
-        Err(rejection) => bad_body(rejection, "train/nccl-id"),
     }
 }
 

@@ -50,13 +50,9 @@ fn ranks_are_numbered_by_node_then_local_rank_once_all_have_joined() {
     let last = r.join(request(0, 0), 1.0).unwrap();
     assert_eq!(*r.state(), JobState::Running);
     let peers: Vec<String> = ["10.0.0.0:9000", "10.0.0.0:9001", "10.0.0.1:9000"].map(String::from).to_vec();
-    let ready = |rank| WorldResponse::Ready { rank, world_size: 3, peers: peers.clone(), key: 77, nccl_id: None };
+    let ready = |rank| WorldResponse::Ready { rank, world_size: 3, peers: peers.clone(), key: 77 };
     assert_eq!(r.world(first, 2.0).unwrap(), ready(2));
     assert_eq!(r.world(last, 2.0).unwrap(), ready(0));
-    // Only rank 0 hands in the NCCL id; then everyone sees it.
-    assert!(r.set_nccl_id(first, "00ff".into()).unwrap_err().to_string().contains("only rank 0"));
-    r.set_nccl_id(last, "00ff".into()).unwrap();
-    assert!(matches!(r.world(first, 2.0).unwrap(), WorldResponse::Ready { nccl_id: Some(id), .. } if id == "00ff"));
 }
 
 #[test]

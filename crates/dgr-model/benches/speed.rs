@@ -10,17 +10,20 @@
 //!
 //! Environment: RAYON_NUM_THREADS (threads), DGR_BENCH_REPEATS (timed runs after one warm-up),
 //! DGR_BENCH_BATCH / DGR_BENCH_SOURCE / DGR_BENCH_TARGET / DGR_BENCH_LENGTH (shapes),
-//! DGR_BENCH_BACKEND = flex (default) | ndarray (build with `--features ndarray` or `openblas`),
+//! DGR_BENCH_BACKEND = flex (default) | ndarray (build with `--features ndarray` or `openblas`)
+//! | cuda (build with `--features cuda`; GPU 0), DGR_BENCH_MINILM (the encoder's directory,
+//! default assets/minilm; without `model.safetensors` the encoder has MiniLM's shape from its
+//! `config.json` and random weights: the same speed, for a machine without the weights),
 //! DGR_BENCH_GLIBC_DEFAULTS (set: leave malloc's defaults, see `dgr_model::allocator`).
 //! Run: `cargo bench -p dgr-model --bench speed [encoder|train-tiny|train-minilm]`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::module::Module;
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::tensor::{Device, Distribution, Int, Tensor};
-use dgr_model::bert::EncoderInput;
+use dgr_model::bert::{BertConfig, EncoderInput};
 use dgr_model::heads::BiEncoder;
 use dgr_model::seq2seq::{EncoderDecoder, Seq2SeqConfig, Source};
 
@@ -37,8 +40,18 @@ fn backend() -> (Device, String) {
             let blas = if cfg!(feature = "openblas") { " + openblas" } else { "" };
             (Device::ndarray(), format!("dgr (burn ndarray{blas})"))
         }
+        #[cfg(feature = "cuda")]
+        Ok("cuda") => match dgr_model::device::select(dgr_model::device::DeviceKind::Cuda, 0) {
+            Ok(device) => (device, "dgr (burn cuda)".into()),
+            Err(error) => {
+                eprintln!("{error}");
+                std::process::exit(1);
+            }
+        },
         Ok("flex") | Err(_) => (Device::flex(), "dgr (burn flex)".into()),
-        Ok(other) => panic!("DGR_BENCH_BACKEND={other}: not built in (flex; ndarray with --features ndarray)"),
+        Ok(other) => panic!(
+            "DGR_BENCH_BACKEND={other}: not built in (flex; ndarray with --features ndarray; cuda with --features cuda)"
+        ),
     }
 }
 
@@ -64,8 +77,14 @@ fn ids(batch: usize, length: usize, vocab: usize, device: &Device) -> Tensor<2, 
 
 fn bench_encoder(root: &Path, repeats: usize) {
     let (device, system) = backend();
-    let (model, config, _) =
-        BiEncoder::load(&root.join("assets/minilm"), &device).expect("run scripts/fetch-assets.sh");
+    let dir = std::env::var_os("DGR_BENCH_MINILM").map_or_else(|| root.join("assets/minilm"), PathBuf::from);
+    let (model, config, name) = if dir.join("model.safetensors").is_file() {
+        let (model, config, _) = BiEncoder::load(&dir, &device).expect("run scripts/fetch-assets.sh");
+        (model, config, "all-MiniLM-L6-v2")
+    } else {
+        let config = BertConfig::from_file(&dir.join("config.json")).expect("a BERT config.json in DGR_BENCH_MINILM");
+        (BiEncoder { bert: config.init(&device) }, config, "MiniLM-L6 shape, random weights")
+    };
     let (batch, length) = (knob("DGR_BENCH_BATCH", 32), knob("DGR_BENCH_LENGTH", 128));
     let input = EncoderInput {
         input_ids: ids(batch, length, config.vocab_size, &device),
@@ -83,7 +102,7 @@ fn bench_encoder(root: &Path, repeats: usize) {
     }
     let s = median(times);
     println!(
-        r#"{{"bench": "encoder", "system": "{system}", "model": "all-MiniLM-L6-v2", "batch": {batch}, "length": {length}, "seconds": {s:.4}, "sequences_per_s": {:.1}, "peak_rss_mb": {:.0}}}"#,
+        r#"{{"bench": "encoder", "system": "{system}", "model": "{name}", "batch": {batch}, "length": {length}, "seconds": {s:.4}, "sequences_per_s": {:.1}, "peak_rss_mb": {:.0}}}"#,
         batch as f64 / s,
         peak_rss_mb()
     );

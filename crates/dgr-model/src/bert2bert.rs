@@ -132,24 +132,6 @@ impl Bert2Bert {
         Ok((model, config, report))
     }
 
-    /// The student to train from `dir`: a saved BERT2BERT (`model_type` "encoder-decoder")
-    /// continues as it is; a BERT directory warm-starts one ([`Bert2Bert::warm_start`]).
-    pub fn load_or_warm_start(
-        dir: &Path,
-        decoder_start: u32,
-        pad: u32,
-        device: &Device,
-    ) -> Result<(Self, Bert2BertConfig)> {
-        let config: serde_json::Value = crate::error::read_json_config(&dir.join("config.json"), "model")?;
-        if config["model_type"] == "encoder-decoder" {
-            tracing::info!(dir = %dir.display(), "continuing a saved BERT2BERT student");
-            let (model, config, _) = Self::load(dir, device)?;
-            return Ok((model, config));
-        }
-        tracing::info!(dir = %dir.display(), "warm-starting a BERT2BERT student from BERT");
-        Self::warm_start(dir, decoder_start, pad, device)
-    }
-
     /// Warm start from one HF BERT directory: encoder and decoder stacks take its weights;
     /// cross-attention, the LM head transform and its bias start fresh.
     pub fn warm_start(

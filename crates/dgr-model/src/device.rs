@@ -6,11 +6,29 @@ use burn::tensor::Device;
 
 use crate::error::{ModelError, Result};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DeviceKind {
+    #[default]
     Cpu,
     Cuda,
+}
+
+/// `[device]`: where a job's models run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceConfig {
+    /// `cpu` (Burn's `flex`, always there) or `cuda` (a build with the `cuda` feature on a
+    /// machine with a GPU). A training rank takes the GPU of its local rank, every other
+    /// process GPU 0 (`CUDA_VISIBLE_DEVICES` picks others).
+    pub kind: DeviceKind,
+}
+
+impl DeviceConfig {
+    /// The device of the process whose index on its node is `local_rank`.
+    pub fn select(&self, local_rank: usize) -> Result<Device> {
+        select(self.kind, local_rank)
+    }
 }
 
 /// The device of `kind`; `index` picks the GPU for CUDA.

@@ -6,7 +6,8 @@
 //! - [`seq2seq`]: the student, BART-compatible, and the [`seq2seq::EncoderDecoder`] trait with
 //!   the generation loss and teacher-forced key scores ([`key_trie`] lays keys out as a token
 //!   tree so shared prefixes are decoded once); [`bert2bert`]: the BERT2BERT student,
-//!   warm-started from a pretrained BERT;
+//!   warm-started from a pretrained BERT; [`student`]: either of the two, as a model
+//!   directory holds it;
 //! - [`beam`]: beam search constrained by the corpus index, keeping keys; [`retrieve`]: keys of
 //!   all views plus query spans, ranked into passages by `dgr_index::evidence`;
 //! - [`weights`]: HF safetensors loading with clear errors for missing or mis-shaped tensors;
@@ -28,6 +29,7 @@ mod init;
 pub mod key_trie;
 pub mod retrieve;
 pub mod seq2seq;
+pub mod student;
 pub mod tokenizer;
 pub mod weights;
 

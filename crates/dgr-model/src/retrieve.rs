@@ -11,7 +11,7 @@ use dgr_index::CorpusIndex;
 use dgr_index::evidence::{Key, Ranking, ScoringConfig, Unigram, rank_passages};
 
 use crate::beam::{End, FoundKey, KeepKeys, ViewSearch, search_keys_batch};
-use crate::error::{ModelError, Result, host_values};
+use crate::error::{Result, host_values};
 use crate::seq2seq::{Encoded, EncoderDecoder, Source};
 use crate::tokenizer::{TextTokenizer, batch};
 
@@ -84,8 +84,8 @@ pub struct Retriever<'a, M: EncoderDecoder> {
 }
 
 impl<'a, M: EncoderDecoder> Retriever<'a, M> {
-    /// `tokenizer` must be the one the index was built with (it adds `[CLS]` / `[SEP]`, which
-    /// start and end the student's sequences).
+    /// `tokenizer` must be the one the index was built with (the marks it puts around a
+    /// sequence, `[CLS]` / `[SEP]` or `<s>` / `</s>`, start and end the student's keys).
     pub fn new(
         model: &'a M,
         tokenizer: &'a TextTokenizer,
@@ -95,16 +95,9 @@ impl<'a, M: EncoderDecoder> Retriever<'a, M> {
         device: Device,
     ) -> Result<Self> {
         let marks = tokenizer.tokens(vec![END_MARK.to_string(), PSEUDO_QUERY_MARK.to_string()])?;
-        let special = ["[CLS]", "[SEP]", "[PAD]", "[UNK]", "[MASK]"];
-        let eos = tokenizer
-            .token_id("[SEP]")
-            .ok_or_else(|| ModelError::Encode { text: "[SEP]".into(), message: "no end-of-sequence token".into() })?;
-        let markers = Markers {
-            end: marks[0].clone(),
-            pseudo_query: marks[1].clone(),
-            eos,
-            special: special.iter().filter_map(|t| tokenizer.token_id(t)).collect(),
-        };
+        let (_, eos) = tokenizer.sequence_marks()?;
+        let special = tokenizer.special_ids().into_iter().collect();
+        let markers = Markers { end: marks[0].clone(), pseudo_query: marks[1].clone(), eos, special };
         Ok(Retriever { model, tokenizer, index, config, scoring, markers, device })
     }
 

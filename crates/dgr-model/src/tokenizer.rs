@@ -88,7 +88,28 @@ impl TextTokenizer {
         self.max_length
     }
 
-    /// `[CLS] text [SEP]`.
+    /// The tokens this tokenizer puts around every sequence, `(start, end)`: `[CLS]` / `[SEP]`
+    /// for BERT's, `<s>` / `</s>` for BART's. Identifiers the student generates end with `end`.
+    pub fn sequence_marks(&self) -> Result<(u32, u32)> {
+        let ids = self.encode("")?.ids;
+        match ids.as_slice() {
+            [start, .., end] => Ok((*start, *end)),
+            _ => Err(ModelError::Encode {
+                text: String::new(),
+                message: "the tokenizer adds no start and end tokens around a sequence".into(),
+            }),
+        }
+    }
+
+    /// Ids of the tokenizer's special tokens (padding, unknown, mask, the sequence marks).
+    pub fn special_ids(&self) -> Vec<u32> {
+        let mut ids: Vec<u32> =
+            self.inner.get_added_tokens_decoder().iter().filter(|(_, t)| t.special).map(|(&id, _)| id).collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// `[CLS] text [SEP]` (BERT's; each tokenizer's own marks).
     pub fn encode(&self, text: &str) -> Result<Encoded> {
         self.finish(text, self.inner.encode(text, true))
     }

@@ -10,6 +10,7 @@ use dgr_core::config::{
     Bm25Config, CoordinatorConfig, EvalConfig, IndexConfig, JobConfig, PrepareConfig, WorkerConfig,
 };
 use dgr_index::evidence::ScoringConfig;
+use dgr_model::device::DeviceConfig;
 use dgr_model::retrieve::RetrievalConfig;
 use dgr_teacher::teacher::TeacherConfig;
 use dgr_trainer::distill::DistillConfig;
@@ -24,6 +25,7 @@ use serde::{Deserialize, Serialize};
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub job: JobConfig,
+    pub device: DeviceConfig,
     pub prepare: PrepareConfig,
     pub bm25: Bm25Config,
     pub index: IndexConfig,
@@ -44,7 +46,7 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetrieveConfig {
-    /// The student: a BERT2BERT directory saved by `dgr train-gen`. Empty: the job's
+    /// The student: a BERT2BERT or BART directory saved by `dgr train-gen`. Empty: the job's
     /// `stage1/weights/final`.
     pub model: std::path::PathBuf,
     /// Source length limit of the student, in tokens (as in training).

@@ -3,14 +3,12 @@
 
 use crate::error::{Context, Result};
 use burn::module::Module;
-use burn::tensor::Device;
 use dgr_core::Query;
 use dgr_core::arrow_file::read_records;
 use dgr_core::trec::{Qrels, read_qrels};
 use dgr_eval::evaluate_qrels;
 use dgr_index::CorpusIndex;
-use dgr_model::bert2bert::Bert2Bert;
-use dgr_model::retrieve::Retriever;
+use dgr_model::student::Student;
 use dgr_model::tokenizer::TextTokenizer;
 use dgr_trainer::engine::EngineConfig;
 use tracing::info;
@@ -18,7 +16,7 @@ use tracing::info;
 use crate::config::Config;
 use crate::index::open_index;
 use crate::metrics::append_metrics;
-use crate::retrieve::{retrieve_run, threads};
+use crate::retrieve::{retrieve_run, retriever, threads};
 
 const SPLIT: &str = "dev";
 
@@ -53,17 +51,10 @@ impl DevEvaluation {
 
     /// Retrieves the dev queries with `model` (its weights as they are after `step`) and appends
     /// the metrics to `metrics.jsonl`.
-    pub fn run(&self, config: &Config, model: &Bert2Bert, step: u64) -> Result<()> {
+    pub fn run(&self, config: &Config, model: &Student, step: u64) -> Result<()> {
         let inference = model.valid();
         let r = &config.retrieve;
-        let retriever = Retriever::new(
-            &inference,
-            &self.tokenizer,
-            &self.index,
-            r.search.clone(),
-            r.scoring.clone(),
-            Device::flex(),
-        )?;
+        let retriever = retriever(r, &inference, &self.tokenizer, &self.index)?;
         let run = retrieve_run(&retriever, &self.index, &self.queries, r.batch_queries, threads(r.threads))?;
         let report = evaluate_qrels(&run, &self.qrels, &config.eval.recall_at);
         let show = |name: &str| report.metrics.get(name).map_or("-".to_string(), |v| format!("{v:.4}"));

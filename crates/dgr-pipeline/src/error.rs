@@ -92,6 +92,16 @@ impl<T> Context<T> for Option<T> {
     }
 }
 
+/// What a read of `path` gave, `None` when there is nothing there (a stage that has not run
+/// yet), an error naming the path otherwise: `if_present(std::fs::read(&path), &path)`.
+pub fn if_present<T>(read: std::io::Result<T>, path: &std::path::Path) -> Result<Option<T>> {
+    match read {
+        Ok(value) => Ok(Some(value)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
 /// Returns a [`PipelineError::Invalid`] built like `format!`.
 macro_rules! bail {
     ($($arg:tt)*) => {

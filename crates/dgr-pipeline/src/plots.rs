@@ -13,7 +13,7 @@ use plotters::style::{FontStyle, register_font};
 use serde_json::Value;
 use tracing::info;
 
-use crate::error::{Context, PipelineError, Result};
+use crate::error::{Context, PipelineError, Result, if_present};
 use crate::results::JobResults;
 
 const WIDTH: u32 = 900;
@@ -86,11 +86,7 @@ pub fn draw(job_dir: &Path, results: &JobResults) -> Result<Vec<PathBuf>> {
 
 /// A training stage's step log (empty when the stage has not run).
 fn step_log(path: &Path) -> Result<Vec<StepLog>> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
-    };
+    let Some(text) = if_present(std::fs::read_to_string(path), path)? else { return Ok(Vec::new()) };
     text.lines()
         .enumerate()
         .map(|(i, line)| serde_json::from_str(line).with_context(|| format!("{}: line {}", path.display(), i + 1)))
@@ -115,11 +111,7 @@ fn smoothed(name: &str, steps: &[StepLog], value: impl Fn(&StepLog) -> Option<f6
 
 /// Dev R@5 (in percent) by step, one series per training stage, from `metrics.jsonl`.
 fn dev_recall(path: &Path) -> Result<Vec<Series>> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
-    };
+    let Some(text) = if_present(std::fs::read_to_string(path), path)? else { return Ok(Vec::new()) };
     let mut by_stage: BTreeMap<String, BTreeMap<u64, f64>> = BTreeMap::new();
     for line in text.lines() {
         let Ok(row) = serde_json::from_str::<Value>(line) else { continue };

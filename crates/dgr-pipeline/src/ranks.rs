@@ -15,6 +15,7 @@ use crate::error::{Context, Result, bail};
 use dgr_collective::{Collective, CollectiveError, RingAborter, RingConfig, Solo, TcpRing};
 use dgr_coordinator::api::{JoinRequest, LeaveRequest, Outcome, Phase, RankHeartbeat, RankInstruction, WorldResponse};
 use dgr_coordinator::client::Client;
+use dgr_model::device::DeviceKind;
 use dgr_trainer::engine::{StepLog, TrainError, Trained};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
@@ -178,6 +179,7 @@ pub fn fingerprint(config: &Config, stage: &str) -> Result<String> {
         "stage": stage,
         "settings": settings,
         "world_size": config.ranks.world_size,
+        "device": config.device.kind,
         "program": binary,
     });
     Ok(dgr_core::import::sha256_hex(text.to_string().as_bytes()))
@@ -207,7 +209,7 @@ impl Rank {
                 watcher: None,
                 runtime,
             };
-            rank.start_watcher(None, Duration::from_secs(1))?;
+            rank.start_watcher(Aborter { ring: None, exit: false }, Duration::from_secs(1))?;
             return Ok(rank);
         };
 
@@ -259,17 +261,21 @@ impl Rank {
             all_reduce_mb_per_second = format!("{:.0}", bytes_per_second / 1e6),
             "ring connected: every rank reachable, same program and settings"
         );
+        let on_gpu = config.device.kind == DeviceKind::Cuda;
+        let collective = if on_gpu { nccl(ring, args.local_rank)? } else { Box::new(ring) };
         let mut this = Rank {
             rank,
             stop,
-            collective: Some(Box::new(ring)),
+            collective: Some(collective),
             progress,
             aborted,
             membership: Some((client, member_id)),
             watcher: None,
             runtime,
         };
-        this.start_watcher(Some(aborter), Duration::from_secs_f64(config.ranks.heartbeat_seconds))?;
+        // NCCL cannot be interrupted the way the ring can: on an abort the rank exits.
+        let abort = Aborter { ring: Some(aborter), exit: on_gpu };
+        this.start_watcher(abort, Duration::from_secs_f64(config.ranks.heartbeat_seconds))?;
         Ok(this)
     }
 
@@ -339,7 +345,7 @@ impl Rank {
 
     /// The thread that sends heartbeats, follows the coordinator's instructions and turns
     /// SIGTERM / SIGUSR1 into a stop after the current step (a second signal exits at once).
-    fn start_watcher(&mut self, aborter: Option<RingAborter>, every: Duration) -> Result<()> {
+    fn start_watcher(&mut self, aborter: Aborter, every: Duration) -> Result<()> {
         let runtime = self.runtime.clone();
         let (mut terminate, mut user1) = runtime.block_on(async {
             Ok::<_, std::io::Error>((signal(SignalKind::terminate())?, signal(SignalKind::user_defined1())?))
@@ -381,8 +387,12 @@ impl Rank {
                             if let Ok(mut slot) = aborted.lock() {
                                 slot.get_or_insert(reason);
                             }
-                            if let Some(aborter) = &aborter {
-                                aborter.abort();
+                            if let Some(ring) = &aborter.ring {
+                                ring.abort();
+                            }
+                            if aborter.exit {
+                                warn!("a collective on the GPU cannot be interrupted: exiting");
+                                std::process::exit(i32::from(EXIT_ABORTED));
                             }
                             return;
                         }
@@ -395,6 +405,34 @@ impl Rank {
         self.watcher = Some((handle, shutdown));
         Ok(())
     }
+}
+
+/// How the watcher ends a rank's collective when the coordinator aborts the job.
+struct Aborter {
+    /// Breaks the TCP ring, so that a rank waiting in it returns with an error.
+    ring: Option<RingAborter>,
+    /// Exit the process instead (NCCL waits on a dead peer until its own timeout).
+    exit: bool,
+}
+
+/// NCCL between the ranks' GPUs (rank `r` on the GPU of its local rank), joined through the
+/// ring: rank 0 makes the communicator's id and the ring hands it to the others. Gradients
+/// reach NCCL through host memory ([`dgr_trainer::data_parallel`] flattens them there).
+#[cfg(feature = "cuda")]
+fn nccl(mut ring: TcpRing, local_rank: u32) -> Result<Box<dyn Collective + Send>> {
+    use dgr_collective::nccl::{NcclCollective, unique_id};
+    let (rank, world) = (ring.rank(), ring.world_size());
+    let mut id = if rank == 0 { unique_id()? } else { [0; 128] };
+    ring.broadcast(&mut id, 0)?;
+    let device = local_rank as usize;
+    let collective = NcclCollective::new(device, rank, world, &id)?;
+    info!(rank, world, device, "joined the NCCL communicator");
+    Ok(Box::new(collective))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn nccl(_ring: TcpRing, _local_rank: u32) -> Result<Box<dyn Collective + Send>> {
+    bail!("device.kind = \"cuda\" needs dgr built with `--features cuda`")
 }
 
 /// Measures the ring with a 16 MiB all-reduce (after one to warm up): bytes per second of the

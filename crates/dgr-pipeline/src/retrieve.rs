@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use crate::config::{Config, RetrieveConfig};
 use crate::error::{Context, PipelineError, Result, bail};
-use burn::tensor::Device;
 use dgr_coordinator::api::ShardSpec;
 use dgr_coordinator::ledger::JobSpec;
 use dgr_coordinator::worker::ShardWork;
@@ -21,10 +20,9 @@ use dgr_core::progress::{NoProgress, Progress, Unit};
 use dgr_core::shards::{ShardEntry, ShardManifest, read_verified_shard, shard_file_name, shard_ranges};
 use dgr_core::trec::{Run, ScoredDoc, write_run};
 use dgr_index::CorpusIndex;
-use dgr_index::evidence::ScoringConfig;
 use dgr_index::store::read_manifest;
-use dgr_model::bert2bert::Bert2Bert;
-use dgr_model::retrieve::{RetrievalConfig, Retrieved, Retriever};
+use dgr_model::retrieve::{Retrieved, Retriever};
+use dgr_model::student::Student as StudentModel;
 use dgr_model::tokenizer::TextTokenizer;
 use tracing::info;
 
@@ -195,13 +193,10 @@ impl RetrieveInputs {
 
 /// The student and the index, loaded once, retrieving for ranges of the split's queries.
 pub struct RetrieveWork {
-    model: Bert2Bert,
+    model: StudentModel,
     tokenizer: TextTokenizer,
     index: CorpusIndex,
-    search: RetrievalConfig,
-    scoring: ScoringConfig,
-    batch_queries: usize,
-    threads: usize,
+    settings: RetrieveConfig,
     inputs: RetrieveInputs,
 }
 
@@ -214,18 +209,9 @@ impl RetrieveWork {
         let r = &config.retrieve;
         let (index, _) = open_index(config, &inputs.index_dir)?;
         let tokenizer = TextTokenizer::from_file(&config.index.tokenizer, r.max_source_tokens)?;
-        let (model, _, _) = Bert2Bert::load(&inputs.model_dir, &Device::flex())
+        let (model, _) = StudentModel::load(&inputs.model_dir, &config.device.select(0)?)
             .with_context(|| format!("cannot load the student from {}", inputs.model_dir.display()))?;
-        Ok(RetrieveWork {
-            model,
-            tokenizer,
-            index,
-            search: r.search.clone(),
-            scoring: r.scoring.clone(),
-            batch_queries: r.batch_queries,
-            threads: threads(r.threads),
-            inputs,
-        })
+        Ok(RetrieveWork { model, tokenizer, index, settings: r.clone(), inputs })
     }
 
     /// Candidates of `queries`, in order, with the retrieval timings.
@@ -235,15 +221,9 @@ impl RetrieveWork {
         progress: &dyn Progress,
         cancel: &AtomicBool,
     ) -> Result<(Vec<QueryCandidates>, Vec<Retrieved>)> {
-        let retriever = Retriever::new(
-            &self.model,
-            &self.tokenizer,
-            &self.index,
-            self.search.clone(),
-            self.scoring.clone(),
-            Device::flex(),
-        )?;
-        let results = retrieve_all(&retriever, queries, self.batch_queries, self.threads, progress, cancel)?;
+        let retriever = retriever(&self.settings, &self.model, &self.tokenizer, &self.index)?;
+        let (batch, workers) = (self.settings.batch_queries, threads(self.settings.threads));
+        let results = retrieve_all(&retriever, queries, batch, workers, progress, cancel)?;
         let rows = queries.iter().zip(&results).map(|(q, r)| candidates_row(&self.index, &q.id, r)).collect();
         Ok((rows, results))
     }
@@ -324,7 +304,7 @@ pub fn threads(configured: usize) -> usize {
 /// Retrieves for every query, in batches of `batch` queries, on `threads` threads that take
 /// batches in turn; results in query order. The first error stops the work.
 fn retrieve_all(
-    retriever: &Retriever<'_, Bert2Bert>,
+    retriever: &Retriever<'_, StudentModel>,
     queries: &[Query],
     batch: usize,
     threads: usize,
@@ -384,7 +364,7 @@ fn retrieve_all(
 
 /// Retrieves `queries` with `model` (batched, on `threads` threads) into a TREC run.
 pub fn retrieve_run(
-    retriever: &Retriever<'_, Bert2Bert>,
+    retriever: &Retriever<'_, StudentModel>,
     index: &CorpusIndex,
     queries: &[Query],
     batch: usize,
@@ -443,4 +423,15 @@ fn ms(d: Duration) -> f64 {
 fn percentile(values: &mut [f64], q: f64) -> f64 {
     values.sort_by(f64::total_cmp);
     values.get(((values.len() as f64 - 1.0) * q).round() as usize).copied().unwrap_or(0.0)
+}
+
+/// A retriever with `settings`' search and scoring over `model`, on the model's device.
+pub(crate) fn retriever<'a>(
+    settings: &RetrieveConfig,
+    model: &'a StudentModel,
+    tokenizer: &'a TextTokenizer,
+    index: &'a CorpusIndex,
+) -> Result<Retriever<'a, StudentModel>> {
+    let (search, scoring) = (settings.search.clone(), settings.scoring.clone());
+    Ok(Retriever::new(model, tokenizer, index, search, scoring, model.device())?)
 }

@@ -3,13 +3,12 @@
 use std::collections::BTreeMap;
 
 use crate::error::{Context, Result, bail};
-use burn::tensor::Device;
 use dgr_core::arrow_file::read_records;
 use dgr_core::import::DatasetManifest;
 use dgr_core::progress::Progress;
 use dgr_core::trec::read_qrels;
 use dgr_core::{Passage, Query};
-use dgr_model::bert2bert::Bert2Bert;
+use dgr_model::student::Student;
 use dgr_model::tokenizer::TextTokenizer;
 use dgr_trainer::checkpoint::RunIdentity;
 use dgr_trainer::pairs::{PairConfig, build_pairs};
@@ -19,10 +18,6 @@ use tracing::{info, warn};
 use crate::config::Config;
 use crate::ranks::RankPlace;
 use crate::training::{StageRun, file_checksum, run_stage, weights_checksum};
-
-/// BERT's `[CLS]` starts the decoder and `[PAD]` pads, as in HF BERT2BERT recipes.
-const DECODER_START: &str = "[CLS]";
-const PAD: &str = "[PAD]";
 
 /// Trains stage 1 as the configuration says, alone or as one rank of `place`'s job, resuming
 /// from the newest checkpoint unless `fresh`.
@@ -51,15 +46,11 @@ pub fn train_gen(config: &Config, fresh: bool, place: &RankPlace, progress: &dyn
 
     let source_tokenizer = TextTokenizer::from_file(&t.tokenizer, t.max_source_tokens)?.with_overlong(t.overlong);
     let target_tokenizer = TextTokenizer::from_file(&t.tokenizer, t.max_target_tokens)?.with_overlong(t.overlong);
-    let special = |token: &str| {
-        source_tokenizer.token_id(token).with_context(|| format!("{} has no {token} token", t.tokenizer.display()))
-    };
-    let (start, pad) = (special(DECODER_START)?, special(PAD)?);
-    let device = Device::flex().autodiff();
+    let device = config.device.select(place.local_rank as usize)?.autodiff();
     device.seed(t.engine.seed);
-    let (model, model_config) = Bert2Bert::load_or_warm_start(&t.init, start, pad, &device)
+    let (model, model_config) = Student::load_or_warm_start(&t.init, &source_tokenizer, &device)
         .with_context(|| format!("cannot start the student from {}", t.init.display()))?;
-    let positions = model_config.encoder.max_position_embeddings.min(model_config.decoder.max_position_embeddings);
+    let positions = model_config.max_positions();
     if t.max_source_tokens.max(t.max_target_tokens) > positions {
         bail!(
             "train_gen.max_source_tokens / max_target_tokens ({} / {}) exceed the model's {positions} positions",
@@ -68,6 +59,7 @@ pub fn train_gen(config: &Config, fresh: bool, place: &RankPlace, progress: &dyn
         );
     }
 
+    let pad = model_config.pad_token_id();
     let mut objective = GenerationObjective::new(&pairs, &source_tokenizer, &target_tokenizer, pad, t.label_smoothing)?;
     let identity = RunIdentity {
         fingerprint: [

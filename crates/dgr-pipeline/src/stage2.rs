@@ -4,7 +4,6 @@
 use std::path::Path;
 
 use crate::error::{Context, Result, bail};
-use burn::tensor::Device;
 use dgr_core::Passage;
 use dgr_core::Query;
 use dgr_core::arrow_file::read_records;
@@ -16,7 +15,7 @@ use dgr_core::rank_lists::{self, RankList};
 use dgr_core::shards::{ShardManifest, read_shard_set};
 use dgr_core::views::PSEUDO_QUERY_MARK;
 use dgr_index::store::read_manifest;
-use dgr_model::bert2bert::Bert2Bert;
+use dgr_model::student::Student;
 use dgr_model::tokenizer::{Overlong, TextTokenizer};
 use dgr_trainer::checkpoint::RunIdentity;
 use dgr_trainer::distill::{DistillData, DistillInputs, DistillObjective, Markers};
@@ -131,15 +130,15 @@ pub fn train_distill(config: &Config, fresh: bool, place: &RankPlace, progress: 
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
     write_atomic(&out.join("queries.json"), format!("{}\n", serde_json::to_string_pretty(&counts)?).as_bytes())?;
 
-    let device = Device::flex().autodiff();
+    let device = config.device.select(place.local_rank as usize)?.autodiff();
     device.seed(d.engine.seed);
-    let (model, model_config, _) = Bert2Bert::load(&student, &device)
+    let (model, model_config) = Student::load(&student, &device)
         .with_context(|| format!("cannot load the stage-1 student from {}", student.display()))?;
     let mut objective = DistillObjective {
         data: prepared,
         source_tokenizer: &source_tokenizer,
         target_tokenizer: &target_tokenizer,
-        pad: model_config.pad_token_id,
+        pad: model_config.pad_token_id(),
         settings: d.clone(),
     };
     let identity = RunIdentity {

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use dgr_core::atomic::write_atomic;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Context, Result, bail};
+use crate::error::{Context, Result, bail, if_present};
 
 pub const RECORD_FORMAT: &str = "dgr.stage";
 pub const RECORD_VERSION: u32 = 1;
@@ -78,11 +78,7 @@ impl StageRecord {
     /// The stage's record, if it has one; a record that is not one is an error naming it.
     pub fn load(job_dir: &Path, stage: &str) -> Result<Option<Self>> {
         let path = Self::path(job_dir, stage);
-        let bytes = match std::fs::read(&path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
-        };
+        let Some(bytes) = if_present(std::fs::read(&path), &path)? else { return Ok(None) };
         let record: StageRecord = serde_json::from_slice(&bytes)
             .with_context(|| format!("{} is not a stage record (remove it to rerun the stage)", path.display()))?;
         if record.format != RECORD_FORMAT || record.version != RECORD_VERSION {
@@ -99,11 +95,7 @@ impl StageRecord {
     /// Every record of the job, in no particular order.
     pub fn load_all(job_dir: &Path) -> Result<Vec<Self>> {
         let dir = records_dir(job_dir);
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(e).with_context(|| format!("cannot read {}", dir.display())),
-        };
+        let Some(entries) = if_present(std::fs::read_dir(&dir), &dir)? else { return Ok(Vec::new()) };
         let mut records = Vec::new();
         for entry in entries {
             let name = entry?.file_name().to_string_lossy().into_owned();

@@ -8,7 +8,6 @@ use std::sync::atomic::AtomicBool;
 
 use crate::config::Config;
 use crate::error::{Context, Result, bail};
-use burn::tensor::Device;
 use dgr_coordinator::api::ShardSpec;
 use dgr_coordinator::ledger::JobSpec;
 use dgr_coordinator::worker::ShardWork;
@@ -132,7 +131,7 @@ impl TeacherInputs {
 /// Scores a split's candidate lists in this process into its rank-list set.
 pub fn score_split(config: &Config, split: &str, progress: &dyn Progress) -> Result<()> {
     let inputs = TeacherInputs::load(config, split)?;
-    let teacher = Teacher::load(inputs.spec.clone(), Device::flex())
+    let teacher = Teacher::load(inputs.spec.clone(), config.device.select(0)?)
         .with_context(|| format!("cannot load the teacher from {}", inputs.spec.model.display()))?;
     let out = output_dir(config, split);
     let started = std::time::Instant::now();
@@ -188,7 +187,7 @@ pub struct TeacherWork {
 impl TeacherWork {
     pub fn load(config: &Config, split: &str) -> Result<Self> {
         let inputs = TeacherInputs::load(config, split)?;
-        let teacher = Teacher::load(inputs.spec.clone(), Device::flex())
+        let teacher = Teacher::load(inputs.spec.clone(), config.device.select(0)?)
             .with_context(|| format!("cannot load the teacher from {}", inputs.spec.model.display()))?;
         Ok(TeacherWork { teacher, inputs })
     }

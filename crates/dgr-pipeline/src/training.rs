@@ -6,7 +6,7 @@ use std::path::Path;
 use crate::error::{Context, Result};
 use dgr_core::import::sha256_file;
 use dgr_core::progress::{Progress, Unit};
-use dgr_model::bert2bert::{Bert2Bert, Bert2BertConfig};
+use dgr_model::student::{Student, StudentConfig};
 use dgr_trainer::checkpoint::RunIdentity;
 use dgr_trainer::engine::{EngineConfig, Objective, RunSetup, StepLog, TrainError, train};
 use tracing::info;
@@ -31,8 +31,8 @@ pub struct StageRun<'a> {
 pub fn run_stage(
     config: &Config,
     run: StageRun,
-    model: Bert2Bert,
-    model_config: &Bert2BertConfig,
+    model: Student,
+    model_config: &StudentConfig,
     objective: &mut impl Objective,
     progress: &dyn Progress,
 ) -> Result<()> {

@@ -20,7 +20,7 @@ use burn::optim::ModuleOptimizer;
 use burn::tensor::{Bytes, Tensor};
 use dgr_core::atomic::{StagingDir, write_atomic};
 use dgr_core::import::sha256_file;
-use dgr_model::bert2bert::{Bert2Bert, Bert2BertConfig};
+use dgr_model::student::{Student, StudentConfig};
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
@@ -95,7 +95,7 @@ struct ManifestFile {
 /// A checkpoint read back: the model with its parameter ids restored, so the optimiser state
 /// applies to it.
 pub struct Restored {
-    pub model: Bert2Bert,
+    pub model: Student,
     pub optimizer: ModuleOptimizer,
     pub state: CheckpointState,
     pub dir: PathBuf,
@@ -112,8 +112,8 @@ pub fn checkpoint_name(step: u64) -> String {
 #[allow(clippy::too_many_arguments)]
 pub fn write_checkpoint(
     dir: &Path,
-    model: &Bert2Bert,
-    model_config: &Bert2BertConfig,
+    model: &Student,
+    model_config: &StudentConfig,
     optimizer: &ModuleOptimizer,
     step: u64,
     cursor: Cursor,
@@ -166,7 +166,7 @@ pub fn write_checkpoint(
 pub fn restore_latest(
     dir: &Path,
     identity: &RunIdentity,
-    model: &Bert2Bert,
+    model: &Student,
     optimizer: ModuleOptimizer,
     device: &burn::tensor::Device,
 ) -> Result<Option<Restored>, CheckpointError> {
@@ -179,7 +179,7 @@ pub fn restore_latest(
             }
         };
         check_same_run(&path, &state, identity, model)?;
-        let (loaded, _, _) = Bert2Bert::load(&path.join(MODEL), device)?;
+        let (loaded, _) = Student::load(&path.join(MODEL), device)?;
         let model = loaded.map(&mut SetIds { ids: state.parameter_ids.iter().copied() });
         let bytes = std::fs::read(path.join(OPTIMIZER))
             .map_err(|e| CheckpointError::Invalid { path: path.join(OPTIMIZER), message: e.to_string() })?;
@@ -249,7 +249,7 @@ fn check_same_run(
     path: &Path,
     state: &CheckpointState,
     identity: &RunIdentity,
-    model: &Bert2Bert,
+    model: &Student,
 ) -> Result<(), CheckpointError> {
     let mut differences = Vec::new();
     let keys: std::collections::BTreeSet<&String> =

@@ -25,8 +25,8 @@ use dgr_core::rank_lists::RankList;
 use dgr_core::views::View;
 use dgr_core::{Passage, Query};
 use dgr_index::evidence::{KeySource, ScoringConfig, weight_and_slope};
-use dgr_model::bert2bert::Bert2Bert;
 use dgr_model::seq2seq::{Encoded as EncodedSource, EncoderDecoder, Source, token_cross_entropy};
+use dgr_model::student::Student;
 use dgr_model::tokenizer::{TextTokenizer, batch};
 use rand::Rng;
 use rand::rngs::StdRng;
@@ -51,7 +51,7 @@ pub enum PseudoQueryKeys {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DistillConfig {
-    /// The stage-1 student (a BERT2BERT directory). Empty: the job's `stage1/weights/final`.
+    /// The stage-1 student (a BERT2BERT or BART directory). Empty: the job's `stage1/weights/final`.
     pub student: std::path::PathBuf,
     /// Weight of the generation loss (λ).
     pub lambda: f64,
@@ -358,7 +358,7 @@ impl Objective for DistillObjective<'_> {
         self.data.queries.len()
     }
 
-    fn loss(&mut self, model: &Bert2Bert, examples: &mut [Example]) -> Result<Loss, TrainError> {
+    fn loss(&mut self, model: &Student, examples: &mut [Example]) -> Result<Loss, TrainError> {
         let mut losses = Vec::with_capacity(examples.len());
         for example in examples.iter_mut() {
             losses.push(self.query_loss(model, example.index, &mut example.rng)?);
@@ -388,7 +388,7 @@ impl Objective for DistillObjective<'_> {
 }
 
 impl DistillObjective<'_> {
-    fn query_loss(&self, model: &Bert2Bert, item: usize, rng: &mut StdRng) -> Result<QueryLoss, TrainError> {
+    fn query_loss(&self, model: &Student, item: usize, rng: &mut StdRng) -> Result<QueryLoss, TrainError> {
         let query = &self.data.queries[item];
         let settings = &self.settings;
         let device = model.device();
@@ -502,7 +502,7 @@ impl DistillObjective<'_> {
     /// `[passages]`: each passage's student score from its keys (see the module documentation).
     fn passage_scores(
         &self,
-        model: &Bert2Bert,
+        model: &Student,
         query: &DistillQuery,
         passages: &[&DistillPassage],
         row: &dyn Fn(usize) -> EncodedSource,

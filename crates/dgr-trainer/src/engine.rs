@@ -24,7 +24,7 @@ use std::time::Instant;
 use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams};
 use burn::tensor::Tensor;
 use dgr_collective::{Collective, CollectiveError, Solo};
-use dgr_model::bert2bert::{Bert2Bert, Bert2BertConfig};
+use dgr_model::student::{Student, StudentConfig};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -150,7 +150,7 @@ pub trait Objective {
     /// Examples the data order permutes.
     fn examples(&self) -> usize;
     /// The loss of `examples` on `model`.
-    fn loss(&mut self, model: &Bert2Bert, examples: &mut [Example]) -> Result<Loss, TrainError>;
+    fn loss(&mut self, model: &Student, examples: &mut [Example]) -> Result<Loss, TrainError>;
 }
 
 /// One optimisation step, as logged (`train_log.jsonl`).
@@ -192,7 +192,7 @@ impl<'a> RunSetup<'a> {
 
 /// The trained student and where the run started and ended.
 pub struct Trained {
-    pub model: Bert2Bert,
+    pub model: Student,
     /// The step of the checkpoint the run resumed from, if it did.
     pub resumed_from: Option<u64>,
     /// The step it stopped after when asked to (its checkpoint is written), if it was.
@@ -255,12 +255,12 @@ pub fn stream(seed: u64, purpose: u64, n: u64) -> StdRng {
 /// stop, and saves `weights/final`; on several ranks, rank 0 writes all of these. `on_step`
 /// sees each step and the model after it.
 pub fn train(
-    mut model: Bert2Bert,
-    model_config: &Bert2BertConfig,
+    mut model: Student,
+    model_config: &StudentConfig,
     objective: &mut impl Objective,
     config: &EngineConfig,
     setup: RunSetup,
-    mut on_step: impl FnMut(&StepLog, &Bert2Bert) -> Result<(), TrainError>,
+    mut on_step: impl FnMut(&StepLog, &Student) -> Result<(), TrainError>,
 ) -> Result<Trained, TrainError> {
     let examples = objective.examples();
     if examples == 0 {
@@ -303,7 +303,7 @@ pub fn train(
     while step < config.steps {
         let started = Instant::now();
         let lr = learning_rate(step, config);
-        let mut accumulated = GradientsAccumulator::<Bert2Bert>::new();
+        let mut accumulated = GradientsAccumulator::<Student>::new();
         let (mut weight_sum, mut loss_sum) = (0.0, 0.0);
         let mut measures: BTreeMap<String, f64> = BTreeMap::new();
         for _ in 0..micro_batches {
@@ -428,7 +428,7 @@ pub(crate) fn io(path: &Path, action: &'static str) -> impl FnOnce(std::io::Erro
 }
 
 /// Saves HF-layout weights into a temporary directory and renames it into place.
-pub fn save_weights(model: &Bert2Bert, config: &Bert2BertConfig, dir: &Path) -> Result<(), TrainError> {
+pub fn save_weights(model: &Student, config: &StudentConfig, dir: &Path) -> Result<(), TrainError> {
     let staging = dgr_core::atomic::StagingDir::create(dir, true)?;
     model.save(staging.path(), config)?;
     staging.commit()?;

@@ -3,21 +3,22 @@
 
 use std::collections::BTreeMap;
 
-use dgr_model::bert2bert::Bert2Bert;
 use dgr_model::seq2seq::{EncoderDecoder, Source};
+use dgr_model::student::Student;
 use dgr_model::tokenizer::{Encoded, TextTokenizer, batch};
 use tracing::warn;
 
 use crate::engine::{EngineConfig, Example, Loss, Objective, TrainError};
 use crate::pairs::{PairConfig, TrainingPair};
 
-/// Stage 1 (`dgr train-gen`, `[train_gen]`): the BERT2BERT student warm-started from a
-/// pretrained BERT, trained on multiview identifier pairs of the train split.
+/// Stage 1 (`dgr train-gen`, `[train_gen]`): the student (a BERT2BERT warm-started from a
+/// pretrained BERT, or a pretrained BART) trained on multiview identifier pairs of the train split.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainGenConfig {
-    /// HF BERT directory (config.json, model.safetensors) both stacks warm-start from, or a
-    /// BERT2BERT directory saved by an earlier run, which training continues.
+    /// HF BERT directory (config.json, model.safetensors) both stacks of a BERT2BERT warm-start
+    /// from, a HF BART directory (e.g. facebook/bart-large), or a student saved by an earlier
+    /// run, which training continues.
     pub init: std::path::PathBuf,
     /// `tokenizer.json` of that model.
     pub tokenizer: std::path::PathBuf,
@@ -85,7 +86,7 @@ impl Objective for GenerationObjective {
         self.data.len()
     }
 
-    fn loss(&mut self, model: &Bert2Bert, examples: &mut [Example]) -> Result<Loss, TrainError> {
+    fn loss(&mut self, model: &Student, examples: &mut [Example]) -> Result<Loss, TrainError> {
         let device = model.device();
         let sources: Vec<Encoded> = examples.iter().map(|e| self.data[e.index].source.clone()).collect();
         let labels: Vec<Vec<i64>> = examples.iter().map(|e| self.data[e.index].labels.clone()).collect();

@@ -14,7 +14,8 @@ use dgr_core::arrow_file::read_records;
 use dgr_core::import::{DatasetFormat, ImportOptions, import};
 use dgr_core::progress::NoProgress;
 use dgr_model::bert::BertConfig;
-use dgr_model::bert2bert::{Bert2Bert, Bert2BertConfig};
+use dgr_model::bert2bert::Bert2BertConfig;
+use dgr_model::student::{Student, StudentConfig};
 use dgr_model::tokenizer::TextTokenizer;
 use dgr_trainer::checkpoint::{CheckpointError, RunIdentity};
 use dgr_trainer::engine::{EngineConfig, RunSetup, StepLog, TrainError, Trained, learning_rate, train};
@@ -47,7 +48,7 @@ impl burn::module::ModuleVisitor for Materialise {
 }
 
 /// A small BERT2BERT on MiniLM's vocabulary with fresh weights (fast to train and save).
-fn tiny_student(hidden: usize, seed: u64) -> (Bert2Bert, Bert2BertConfig) {
+fn tiny_student(hidden: usize, seed: u64) -> (Student, StudentConfig) {
     let minilm = root().join("assets/minilm");
     assert!(minilm.join("config.json").is_file(), "MiniLM missing: run scripts/fetch-assets.sh");
     let bert = BertConfig {
@@ -63,7 +64,7 @@ fn tiny_student(hidden: usize, seed: u64) -> (Bert2Bert, Bert2BertConfig) {
     device.seed(seed);
     let model = config.init(&device);
     model.visit(&mut Materialise); // parameters draw their values lazily, at first use
-    (model, config)
+    (Student::Bert2Bert(model), StudentConfig::Bert2Bert(config))
 }
 
 struct Fixture {
@@ -246,7 +247,7 @@ fn checkpoints_of_other_inputs_or_another_model_are_refused() {
 }
 
 /// Every parameter value of `model`, in visiting order.
-fn parameters(model: &Bert2Bert) -> Vec<f32> {
+fn parameters(model: &Student) -> Vec<f32> {
     struct Collect(Vec<f32>);
     impl burn::module::ModuleVisitor for Collect {
         fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<burn::tensor::Tensor<D>>) {
