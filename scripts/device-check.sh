@@ -6,8 +6,9 @@
 #                                        # benches, packed with the small inputs they read into
 #                                        # target/device-check/ (under 64 MiB, to carry)
 #   scripts/device-check.sh gpu          # there, in a copy of this repository holding
-#                                        # target/device-check/: writes device-check.md and the
-#                                        # logs into $OUT (default target/device-check/out)
+#                                        # target/device-check/: writes device-check.md and
+#                                        # details.tar.gz (every log and measurement) into $OUT
+#                                        # (default target/device-check/out); exit 1 if a check failed
 #   scripts/device-check.sh record FILE  # here: appends that device-check.md to docs/benchmarks.md
 #
 # What `gpu` checks and measures:
@@ -16,11 +17,24 @@
 #   2. The student's training step (BART layout, MiniLM size: forward, backward, AdamW) and the
 #      encoder the teacher runs (MiniLM shape), Burn-CUDA against PyTorch on the same shapes.
 #   3. `dgr run` on the wiki-vital fixture with `[device] kind = "cuda"`: every stage on the GPU
-#      (a MiniLM-shaped student and teacher with random weights, made by transformers there),
+#      (a MiniLM-shaped student and teacher with random weights, scripts/bench/random_bert.py),
 #      stage 1's loss must fall; the teacher's pairs/s and stage 2's step time are read off it.
+#      Then stage 2 once more through launch/multi_node.sh as a job of one rank, which joins
+#      NCCL the way the ranks of a cluster job do.
+#
+# DEVICE_CHECK_DRY_RUN=1 runs both halves here on the CPU (a CPU build, flex instead of CUDA,
+# the TCP ring instead of NCCL, PyTorch on the CPU, smaller shapes): it checks the script and
+# its report, not a GPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 kit=target/device-check
+if [ "${DEVICE_CHECK_DRY_RUN:-0}" = 1 ]; then
+  features=x86-v4 target_dir=target kind=cpu backend=flex reduce=ring torch_device=cpu
+  train_batch=8 encoder_batch=32 stage1_steps=40 stage1_batch=8 repeats=3
+else
+  features=cuda target_dir=target/cuda kind=cuda backend=cuda reduce=nccl torch_device=cuda
+  train_batch=64 encoder_batch=256 stage1_steps=150 stage1_batch=16 repeats=10
+fi
 
 # Offline CUDA build (docs/operations.md, "On GPUs"): Burn's CUDA backend pulls in an LLVM that
 # its build script downloads; here it is Debian's LLVM, unpacked into target/llvm.
@@ -30,9 +44,11 @@ cuda_build_env() {
   source target/llvm/env.sh
 }
 
-# The path of a bench executable built with `--features cuda`.
+# The path of a bench executable built with the check's features.
 bench_executable() { # crate bench
-  cargo bench -p "$1" --bench "$2" --no-run --locked --features cuda --target-dir target/cuda \
+  local with=$features
+  [ "$1" = dgr-collective ] && [ "$features" != cuda ] && with=""
+  cargo bench -p "$1" --bench "$2" --no-run --locked ${with:+--features "$with"} --target-dir "$target_dir" \
     --message-format=json 2>/dev/null | python3 -c 'import json, sys
 for line in sys.stdin:
     m = json.loads(line)
@@ -42,14 +58,14 @@ for line in sys.stdin:
 
 build() {
   scripts/fetch-assets.sh
-  cuda_build_env
-  cargo build --release --locked -p dgr-cli --features cuda --target-dir target/cuda
+  [ "$features" = cuda ] && cuda_build_env
+  cargo build --release --locked -p dgr-cli --features "$features" --target-dir "$target_dir"
   local speed all_reduce
   speed=$(bench_executable dgr-model speed)
   all_reduce=$(bench_executable dgr-collective all_reduce)
   rm -rf "$kit" && mkdir -p "$kit"
   local name source
-  for pair in "dgr=target/cuda/release/dgr" "speed=$speed" "all_reduce=$all_reduce"; do
+  for pair in "dgr=$target_dir/release/dgr" "speed=$speed" "all_reduce=$all_reduce"; do
     name=${pair%%=*} source=${pair#*=}
     strip -o "$kit/$name" "$source"
     xz -T0 -9 "$kit/$name"
@@ -66,9 +82,12 @@ build() {
 }
 
 gpu() {
+  # Everything is written under $work/out; what comes back is the report and one archive of
+  # that folder (a device machine returns at most 8 files).
   local out=${OUT:-$kit/out}
   local work=/tmp/dgr-device-check
-  rm -rf "$work" && mkdir -p "$out" "$work/bin" "$work/lib" "$work/minilm"
+  local raw=$work/out
+  rm -rf "$work" && mkdir -p "$out" "$raw" "$work/bin" "$work/lib" "$work/minilm"
   for packed in "$kit"/*.xz; do
     python3 -c 'import lzma, sys; open(sys.argv[2], "wb").write(lzma.open(sys.argv[1]).read())' \
       "$packed" "$work/bin/$(basename "$packed" .xz)"
@@ -76,48 +95,63 @@ gpu() {
   chmod +x "$work"/bin/*
   # cudarc loads libnccl.so; pip's nvidia-nccl ships libnccl.so.2 only.
   local nccl
-  nccl=$(python3 -c 'import nvidia.nccl, os; print(os.path.join(list(nvidia.nccl.__path__)[0], "lib"))')
-  ln -sf "$nccl/libnccl.so.2" "$work/lib/libnccl.so"
-  export LD_LIBRARY_PATH=$work/lib:$nccl:${LD_LIBRARY_PATH:-}
+  nccl=$(python3 - <<'PY'
+import glob, os, sys
+for path in sys.path:
+    hits = sorted(glob.glob(os.path.join(path, "nvidia", "**", "libnccl.so*"), recursive=True))
+    if hits:
+        print(hits[0])
+        break
+PY
+  )
+  if [ -n "$nccl" ]; then
+    ln -sf "$nccl" "$work/lib/libnccl.so"
+    export LD_LIBRARY_PATH=$work/lib:$(dirname "$nccl"):${LD_LIBRARY_PATH:-}
+  fi
+  # Every step gets at most its own limit and what is left of the whole check's.
+  local deadline=$((SECONDS + ${DEVICE_CHECK_SECONDS:-470}))
+  budget() { local left=$((deadline - SECONDS)); echo $((left < $1 ? (left > 5 ? left : 5) : $1)); }
   cp "$kit/minilm-config.json" "$work/minilm/config.json"
   cp "$kit/tokenizer.json" "$work/minilm/tokenizer.json"
-  local results=$out/results.jsonl
+  local results=$raw/results.jsonl
   : >"$results"
-  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/card.txt"
+  if command -v nvidia-smi >/dev/null; then
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$raw/card.txt"
+  else
+    echo "no GPU: dry run on $(nproc) CPU cores" | tee "$raw/card.txt"
+  fi
 
   # 1. NCCL.
   for ranks in 1 2; do
-    ALL_REDUCE_BACKEND=nccl timeout 90 "$work/bin/all_reduce" "$ranks" 5 >>"$results" 2>>"$out/nccl.log" ||
-      echo "{\"bench\": \"nccl\", \"impl\": \"nccl\", \"ranks\": $ranks, \"failed\": true}" >>"$results"
-    ALL_REDUCE_BACKEND=nccl timeout 90 python3 scripts/bench/all_reduce_gloo.py "$ranks" 5 >>"$results" \
-      2>>"$out/nccl.log" ||
-      echo "{\"bench\": \"nccl\", \"impl\": \"nccl (torch)\", \"ranks\": $ranks, \"failed\": true}" >>"$results"
+    ALL_REDUCE_BACKEND=$reduce timeout "$(budget 60)" "$work/bin/all_reduce" "$ranks" 5 >>"$results" \
+      2>>"$raw/nccl.log" ||
+      echo "{\"bench\": \"all_reduce\", \"impl\": \"dgr\", \"ranks\": $ranks, \"failed\": true}" >>"$results"
+    local theirs=nccl
+    [ "$reduce" = ring ] && theirs=gloo
+    ALL_REDUCE_BACKEND=$theirs timeout "$(budget 60)" python3 scripts/bench/all_reduce_gloo.py "$ranks" 5 \
+      >>"$results" 2>>"$raw/nccl.log" ||
+      echo "{\"bench\": \"all_reduce\", \"impl\": \"$theirs (torch)\", \"ranks\": $ranks, \"failed\": true}" >>"$results"
   done
 
   # 2. Model speed, side by side.
-  export DGR_BENCH_MINILM=$work/minilm DGR_BENCH_REPEATS=10
+  export DGR_BENCH_MINILM=$work/minilm DGR_BENCH_REPEATS=$repeats
   for bench in train-minilm encoder; do
-    local batch=64
-    [ "$bench" = encoder ] && batch=256
-    DGR_BENCH_BATCH=$batch DGR_BENCH_BACKEND=cuda timeout 150 "$work/bin/speed" "$bench" >>"$results" \
-      2>>"$out/speed.log" || echo "{\"bench\": \"$bench\", \"system\": \"dgr (burn cuda)\", \"failed\": true}" >>"$results"
-    DGR_BENCH_BATCH=$batch timeout 90 python3 scripts/bench/model_speed_torch.py --device cuda "$bench" \
-      >>"$results" 2>>"$out/speed.log" ||
+    local batch=$train_batch
+    [ "$bench" = encoder ] && batch=$encoder_batch
+    DGR_BENCH_BATCH=$batch DGR_BENCH_BACKEND=$backend timeout "$(budget 120)" "$work/bin/speed" "$bench" >>"$results" \
+      2>>"$raw/speed.log" || echo "{\"bench\": \"$bench\", \"system\": \"dgr (burn $backend)\", \"failed\": true}" >>"$results"
+    DGR_BENCH_BATCH=$batch timeout "$(budget 60)" python3 scripts/bench/model_speed_torch.py --device "$torch_device" "$bench" \
+      >>"$results" 2>>"$raw/speed.log" ||
       echo "{\"bench\": \"$bench\", \"system\": \"pytorch\", \"failed\": true}" >>"$results"
   done
 
   # 3. Every stage of a small job on the GPU.
-  python3 - "$work/minilm" <<'PY'
-import sys
-from transformers import BertConfig, BertModel
-directory = sys.argv[1]
-BertModel(BertConfig.from_json_file(f"{directory}/config.json")).save_pretrained(directory)
-PY
+  python3 scripts/bench/random_bert.py "$work/minilm"
   cat >"$work/job.toml" <<TOML
 [job]
 dir = "$work/job"
 [device]
-kind = "cuda"
+kind = "$kind"
 [prepare]
 input = "$PWD/tests/fixtures/wiki-vital/summaries_subset.json"
 split = { train = 60, dev = 40, test = 0 }
@@ -129,7 +163,7 @@ sample_rate = 4
 [train_gen]
 init = "$work/minilm"
 tokenizer = "$work/minilm/tokenizer.json"
-engine = { steps = 150, batch_size = 16, learning_rate = 5e-4, warmup_steps = 10, checkpoint_every = 0 }
+engine = { steps = $stage1_steps, batch_size = $stage1_batch, learning_rate = 5e-4, warmup_steps = 10, checkpoint_every = 0 }
 [retrieve]
 search = { beam = 5, hits = 40 }
 [teacher]
@@ -144,11 +178,23 @@ workers = 0
 train_queries = 0
 eval_queries = 0
 TOML
-  timeout 240 "$work/bin/dgr" --log-format json --config "$work/job.toml" run >"$out/job.txt" 2>"$out/job.log" ||
+  timeout "$(budget 240)" "$work/bin/dgr" --log-format json --config "$work/job.toml" run >"$raw/job.txt" 2>"$raw/job.log" ||
     echo "{\"bench\": \"job\", \"failed\": true}" >>"$results"
-  cp "$work/job/stage1/train_log.jsonl" "$out/stage1_train_log.jsonl" 2>/dev/null || true
-  cp "$work/job/stage2/train_log.jsonl" "$out/stage2_train_log.jsonl" 2>/dev/null || true
-  python3 scripts/bench/device_check_report.py "$out" | tee "$out/device-check.md"
+  cp "$work/job/stage1/train_log.jsonl" "$raw/stage1_train_log.jsonl" 2>/dev/null || true
+  cp "$work/job/stage2/train_log.jsonl" "$raw/stage2_train_log.jsonl" 2>/dev/null || true
+  # Stage 2 again as a data-parallel job of one rank (a training coordinator and `dgr
+  # train-distill --coordinator`): the rank joins its NCCL communicator through the ring.
+  if [ -d "$work/job/stage2" ]; then
+    rm -rf "$work/job/stage2"
+    DGR_TOKEN=device-check MASTER_ADDR=127.0.0.1 MASTER_PORT=29531 NNODES=1 NODE_RANK=0 NPROC_PER_NODE=1 \
+      LAUNCH_BIN=$work/bin/dgr LAUNCH_LOG_DIR=$raw/ranks timeout "$(budget 90)" launch/multi_node.sh train-distill \
+      "$work/job.toml" >>"$raw/ranks.log" 2>&1 || echo '{"bench": "ranks", "failed": true}' >>"$results"
+  fi
+  local status=0
+  python3 scripts/bench/device_check_report.py "$raw" >"$out/device-check.md" || status=$?
+  cat "$out/device-check.md"
+  tar -czf "$out/details.tar.gz" -C "$work" out
+  return "$status"
 }
 
 record() {

@@ -28,12 +28,19 @@ def lines(path):
     return rows
 
 
+DRY_RUN = os.environ.get("DEVICE_CHECK_DRY_RUN") == "1"
+
+
 def main(out):
     card = open(os.path.join(out, "card.txt")).read().strip() if os.path.exists(os.path.join(out, "card.txt")) else "?"
     results = lines(os.path.join(out, "results.jsonl"))
     failures = []
     print(f"## GPU check: {card} ({datetime.date.today().isoformat()})")
     print()
+    if DRY_RUN:
+        print("A dry run on the CPU (DEVICE_CHECK_DRY_RUN=1): flex instead of CUDA, the TCP ring instead of "
+              "NCCL, smaller shapes. It checks the script, not a GPU.")
+        print()
     print("`scripts/device-check.sh build` here, `scripts/device-check.sh gpu` on the GPU machine; "
           "models with random weights of the stated shape (the same work as the real weights).")
     print()
@@ -41,8 +48,8 @@ def main(out):
     print("|---|---|---|---|")
 
     def nccl_row(ranks, required):
-        ours = [r for r in results if r.get("impl") == "nccl" and r.get("ranks") == ranks]
-        theirs = [r for r in results if str(r.get("impl", "")).startswith("nccl (torch") and r.get("ranks") == ranks]
+        ours = [r for r in results if r.get("impl") in ("nccl", "dgr-ring", "dgr") and r.get("ranks") == ranks]
+        theirs = [r for r in results if "(torch" in str(r.get("impl", "")) and r.get("ranks") == ranks]
         if any(r.get("failed") for r in ours) or not ours:
             if required:
                 failures.append(f"NCCL all-reduce on {ranks} rank(s)")
@@ -58,7 +65,8 @@ def main(out):
             a = max(ours, key=lambda r: r["bytes"])["bytes_per_second"]
             b = max(theirs_ok, key=lambda r: r["bytes"])["bytes_per_second"]
             ratio = f"{a / b:.2f}x"
-        print(f"| NCCL all-reduce, 256 MiB, {ranks} rank(s) on one GPU | {ours_text} | {theirs_text} | {ratio} |")
+        what = "TCP ring / gloo" if DRY_RUN else "NCCL"
+        print(f"| {what} all-reduce, 256 MiB, {ranks} rank(s) on one GPU | {ours_text} | {theirs_text} | {ratio} |")
 
     nccl_row(1, True)
     nccl_row(2, False)  # NCCL may refuse two ranks on one GPU
@@ -114,6 +122,17 @@ def main(out):
     else:
         failures.append("stage 2 did not run")
         print("- stage 2: did not run (job.log)")
+    ranks_log = ""
+    for name in ("rank-0-0.log",):
+        path = os.path.join(out, "ranks", name)
+        if os.path.exists(path):
+            ranks_log = open(path).read()
+    joined = "ring connected" if DRY_RUN else "joined the NCCL communicator"
+    if joined in ranks_log and "failed" not in json.dumps([r for r in results if r.get("bench") == "ranks"]):
+        print("- stage 2 as a one-rank job (launch/multi_node.sh): joined NCCL and trained")
+    else:
+        failures.append("the one-rank job did not join NCCL and train")
+        print("- stage 2 as a one-rank job (launch/multi_node.sh): failed (ranks/, ranks.log)")
     print()
     if failures:
         print("Failed: " + "; ".join(failures) + ".")

@@ -484,7 +484,7 @@ impl Runner<'_> {
             (Some(launcher), workers) if workers > 0 => {
                 // Only a ledger of this very stage's interrupted run is continued.
                 let overwrite = start != Start::Continue || !stage.ledger_path(config).is_file();
-                launcher.shard_stage(stage, workers, overwrite)
+                launcher.shard_stage(stage, workers, overwrite, progress)
             }
             _ => match stage {
                 ShardStage::Retrieve(task) => crate::retrieve::retrieve_split(config, task, progress),
@@ -502,7 +502,11 @@ impl Runner<'_> {
         let launcher = self.launcher.take();
         let result = self.stage(stage.name(), inputs, done, |start| match &launcher {
             Some(launcher) if config.ranks.world_size > 1 => {
-                launcher.training(stage, config.ranks.world_size, start == Start::Over)
+                let steps = match stage {
+                    TrainStage::TrainGen => config.train_gen.engine.steps,
+                    TrainStage::TrainDistill => config.train_distill.engine.steps,
+                };
+                launcher.training(stage, config.ranks.world_size, start == Start::Over, steps, progress)
             }
             _ => {
                 let fresh = start == Start::Over;

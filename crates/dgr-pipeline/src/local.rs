@@ -3,15 +3,18 @@
 //! training stage. They are this program again, with the same configuration file and
 //! environment, so they resolve the same settings; each logs to `<job.dir>/logs/`. They die
 //! with this process (a parent killed outright leaves nothing running) and a stop request
-//! (SIGINT, SIGTERM) is passed on to them, so training ranks checkpoint the same step.
+//! (SIGINT, SIGTERM) is passed on to them, so training ranks checkpoint the same step. While
+//! they run, their coordinator is asked how far they are, for the progress bar and the log.
 
 use std::os::unix::process::CommandExt as _;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use dgr_coordinator::client::Client;
+use dgr_core::progress::{Progress, Unit};
 use tracing::{info, warn};
 
 use crate::config::Config;
@@ -65,7 +68,13 @@ impl Launcher {
 
     /// Runs a shard stage on a coordinator and `workers` workers; `overwrite` starts its job
     /// over, else an interrupted one continues from its ledger.
-    pub fn shard_stage(&self, stage: &ShardStage, workers: usize, overwrite: bool) -> Result<()> {
+    pub fn shard_stage(
+        &self,
+        stage: &ShardStage,
+        workers: usize,
+        overwrite: bool,
+        progress: &dyn Progress,
+    ) -> Result<()> {
         let (url, bind) = local_address()?;
         let mut shared = vec!["--role".to_string(), stage.name().to_string(), "--split".into(), stage.split().into()];
         if let ShardStage::Retrieve(task) = stage {
@@ -92,7 +101,8 @@ impl Launcher {
             processes.push(self.spawn(&name, &args, Some(threads))?);
         }
         info!(stage = %label, workers, %url, logs = %self.log_dir.display(), "coordinator and workers started");
-        let statuses = self.wait_all(processes)?;
+        let mut watch = Watch::new(&url, &self.token, &label, Watched::Shards, progress)?;
+        let statuses = self.wait_all(processes, &mut watch)?;
         // The coordinator's exit says whether the set is complete; workers that lost a race
         // to the end may report an error after it.
         match statuses.first() {
@@ -105,7 +115,15 @@ impl Launcher {
     /// Runs a training stage as `world` ranks under a training coordinator.
     /// `fresh` starts it over (the ranks' first removes the stage's checkpoints), else it
     /// resumes from the newest.
-    pub fn training(&self, stage: TrainStage, world: usize, fresh: bool) -> Result<()> {
+    /// `steps` is the stage's length, for the progress shown.
+    pub fn training(
+        &self,
+        stage: TrainStage,
+        world: usize,
+        fresh: bool,
+        steps: u64,
+        progress: &dyn Progress,
+    ) -> Result<()> {
         let (url, bind) = local_address()?;
         let name = stage.name();
         let coordinator = vec![
@@ -135,7 +153,8 @@ impl Launcher {
             processes.push(self.spawn(&format!("{name}-rank-{local_rank}"), &args, Some(threads))?);
         }
         info!(stage = name, ranks = world, %url, logs = %self.log_dir.display(), "training coordinator and ranks started");
-        let statuses = self.wait_all(processes)?;
+        let mut watch = Watch::new(&url, &self.token, name, Watched::Steps(steps), progress)?;
+        let statuses = self.wait_all(processes, &mut watch)?;
         let code = |status: &ExitStatus| status.code().and_then(|c| u8::try_from(c).ok());
         if statuses.iter().all(|(_, s)| s.success()) {
             return Ok(());
@@ -193,10 +212,11 @@ impl Launcher {
     /// to every process still running, once; when every other process has ended and one of
     /// them failed, the coordinator (which would wait for workers forever) is stopped too, and
     /// when the coordinator has finished, so are the others. Statuses in start order.
-    fn wait_all(&self, mut processes: Vec<Process>) -> Result<Vec<(String, ExitStatus)>> {
+    fn wait_all(&self, mut processes: Vec<Process>, watch: &mut Watch) -> Result<Vec<(String, ExitStatus)>> {
         self.running.store(true, Ordering::SeqCst);
-        let waited = self.wait_each(&mut processes);
+        let waited = self.wait_each(&mut processes, watch);
         self.running.store(false, Ordering::SeqCst);
+        watch.finish();
         let statuses = waited?;
         if self.stop.load(Ordering::SeqCst) {
             return Err(Ending::Stopped { step: None }.into());
@@ -204,7 +224,7 @@ impl Launcher {
         Ok(processes.into_iter().zip(statuses).map(|(p, s)| (p.name, s)).collect())
     }
 
-    fn wait_each(&self, processes: &mut [Process]) -> Result<Vec<ExitStatus>> {
+    fn wait_each(&self, processes: &mut [Process], watch: &mut Watch) -> Result<Vec<ExitStatus>> {
         let mut statuses: Vec<Option<ExitStatus>> = vec![None; processes.len()];
         let mut signalled = vec![false; processes.len()];
         loop {
@@ -234,9 +254,107 @@ impl Launcher {
                     signalled[i] = true;
                 }
             }
+            watch.poll();
             std::thread::sleep(Duration::from_millis(100));
         }
         Ok(statuses.into_iter().map(Option::unwrap_or_default).collect())
+    }
+}
+
+/// What a stage's coordinator is asked about.
+enum Watched {
+    /// Shards done of all.
+    Shards,
+    /// The step every rank has finished, of the stage's steps.
+    Steps(u64),
+}
+
+/// A stage running in other processes, followed through its coordinator: every 2 s for the
+/// progress bar, every 30 s in the log (what a job without a terminal shows). A coordinator
+/// that does not answer yet, or no more, is simply asked again later.
+struct Watch<'p> {
+    client: Client,
+    runtime: tokio::runtime::Runtime,
+    label: String,
+    watched: Watched,
+    progress: &'p dyn Progress,
+    /// The position shown so far, once the bar has begun.
+    shown: Option<u64>,
+    next_poll: Instant,
+    next_log: Instant,
+}
+
+const POLL_EVERY: Duration = Duration::from_secs(2);
+const LOG_EVERY: Duration = Duration::from_secs(30);
+
+impl<'p> Watch<'p> {
+    fn new(url: &str, token: &str, label: &str, watched: Watched, progress: &'p dyn Progress) -> Result<Self> {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let now = Instant::now();
+        Ok(Watch {
+            client: Client::new(url, token, Duration::ZERO)?,
+            runtime,
+            label: label.to_string(),
+            watched,
+            progress,
+            shown: None,
+            next_poll: now + POLL_EVERY,
+            next_log: now + LOG_EVERY,
+        })
+    }
+
+    /// Asks the coordinator, when it is time to, and moves the bar.
+    fn poll(&mut self) {
+        let now = Instant::now();
+        if now < self.next_poll {
+            return;
+        }
+        self.next_poll = now + POLL_EVERY;
+        let Some((done, total)) = self.ask() else { return };
+        let shown = match self.shown {
+            Some(shown) => shown,
+            None => {
+                self.progress.begin(&self.label, total, Unit::Items);
+                0
+            }
+        };
+        if done > shown {
+            self.progress.advance(done - shown);
+        }
+        self.shown = Some(done.max(shown));
+        if now >= self.next_log {
+            self.next_log = now + LOG_EVERY;
+            let unit = match self.watched {
+                Watched::Shards => "shards",
+                Watched::Steps(_) => "steps",
+            };
+            info!(stage = %self.label, done, total, "{}: {done} of {total} {unit}", self.label);
+        }
+    }
+
+    /// (done, total), if the coordinator answered within a second.
+    fn ask(&self) -> Option<(u64, u64)> {
+        let limit = Duration::from_secs(1);
+        let client = &self.client;
+        match self.watched {
+            Watched::Shards => {
+                let asked = self.runtime.block_on(async { tokio::time::timeout(limit, client.status()).await });
+                let status = asked.ok()?.ok()?;
+                Some((status.done, status.shards))
+            }
+            Watched::Steps(steps) => {
+                let asked = self.runtime.block_on(async { tokio::time::timeout(limit, client.train_status()).await });
+                let status = asked.ok()?.ok()?;
+                let step = status.ranks.iter().filter(|r| r.rank.is_some()).map(|r| r.step).min()?;
+                Some((step, steps))
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        if self.shown.take().is_some() {
+            self.progress.finish();
+        }
     }
 }
 
