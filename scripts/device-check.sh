@@ -134,13 +134,14 @@ PY
   done
 
   # 2. Model speed, side by side.
-  export DGR_BENCH_MINILM=$work/minilm DGR_BENCH_REPEATS=$repeats
+  # Not exported: DGR_* variables are configuration keys to `dgr` itself.
+  local bench_env=(DGR_BENCH_MINILM="$work/minilm" DGR_BENCH_REPEATS="$repeats")
   for bench in train-minilm encoder; do
     local batch=$train_batch
     [ "$bench" = encoder ] && batch=$encoder_batch
-    DGR_BENCH_BATCH=$batch DGR_BENCH_BACKEND=$backend timeout "$(budget 120)" "$work/bin/speed" "$bench" >>"$results" \
+    env "${bench_env[@]}" DGR_BENCH_BATCH=$batch DGR_BENCH_BACKEND=$backend timeout "$(budget 120)" "$work/bin/speed" "$bench" >>"$results" \
       2>>"$raw/speed.log" || echo "{\"bench\": \"$bench\", \"system\": \"dgr (burn $backend)\", \"failed\": true}" >>"$results"
-    DGR_BENCH_BATCH=$batch timeout "$(budget 60)" python3 scripts/bench/model_speed_torch.py --device "$torch_device" "$bench" \
+    env "${bench_env[@]}" DGR_BENCH_BATCH=$batch timeout "$(budget 60)" python3 scripts/bench/model_speed_torch.py --device "$torch_device" "$bench" \
       >>"$results" 2>>"$raw/speed.log" ||
       echo "{\"bench\": \"$bench\", \"system\": \"pytorch\", \"failed\": true}" >>"$results"
   done

@@ -66,10 +66,12 @@ def main(out):
             b = max(theirs_ok, key=lambda r: r["bytes"])["bytes_per_second"]
             ratio = f"{a / b:.2f}x"
         what = "TCP ring / gloo" if DRY_RUN else "NCCL"
-        print(f"| {what} all-reduce, 256 MiB, {ranks} rank(s) on one GPU | {ours_text} | {theirs_text} | {ratio} |")
+        where = "on the CPU" if DRY_RUN else "on one GPU"
+        print(f"| {what} all-reduce, 256 MiB, {ranks} rank(s) {where} | {ours_text} | {theirs_text} | {ratio} |")
 
-    nccl_row(1, True)
-    nccl_row(2, False)  # NCCL may refuse two ranks on one GPU
+    if not DRY_RUN:  # a ring of one rank moves nothing
+        nccl_row(1, True)
+    nccl_row(2, DRY_RUN)  # NCCL may refuse two ranks on one GPU
 
     def speed_row(bench, label, value, unit, higher_is_better):
         ours = [r for r in results if r.get("bench") == bench and "dgr" in r.get("system", "")]
@@ -99,7 +101,8 @@ def main(out):
     stage2 = [r["seconds"] for r in lines(os.path.join(out, "stage2_train_log.jsonl")) if "seconds" in r]
     stage1_seconds = [r["seconds"] for r in lines(os.path.join(out, "stage1_train_log.jsonl")) if "seconds" in r]
     teacher = next((r for r in log if r.get("fields", {}).get("message") == "teacher scores written"), None)
-    print("`dgr run` on the wiki-vital fixture with `[device] kind = \"cuda\"`:")
+    kind = "cpu" if DRY_RUN else "cuda"
+    print(f"`dgr run` on the wiki-vital fixture with `[device] kind = \"{kind}\"`:")
     print()
     if len(stage1) >= 20:
         first, last = statistics.mean(stage1[:10]), statistics.mean(stage1[-10:])
@@ -129,7 +132,7 @@ def main(out):
             ranks_log = open(path).read()
     joined = "ring connected" if DRY_RUN else "joined the NCCL communicator"
     if joined in ranks_log and "failed" not in json.dumps([r for r in results if r.get("bench") == "ranks"]):
-        print("- stage 2 as a one-rank job (launch/multi_node.sh): joined NCCL and trained")
+        print(f"- stage 2 as a one-rank job (launch/multi_node.sh): {'ring connected' if DRY_RUN else 'joined NCCL'}, trained")
     else:
         failures.append("the one-rank job did not join NCCL and train")
         print("- stage 2 as a one-rank job (launch/multi_node.sh): failed (ranks/, ranks.log)")
