@@ -10,11 +10,11 @@ use burn::tensor::{Bool, Device, Int, Tensor};
 
 use crate::bert2bert::{Bert2Bert, Bert2BertConfig};
 use crate::error::{ModelError, Result};
+use crate::seq2seq::{DecoderCache, Encoded, EncoderDecoder, Seq2Seq, Seq2SeqConfig, Source};
 use crate::tokenizer::TextTokenizer;
 
 /// BERT's padding token, which pads a warm-started BERT2BERT's decoder inputs.
 const BERT_PAD: &str = "[PAD]";
-use crate::seq2seq::{DecoderCache, Encoded, EncoderDecoder, Seq2Seq, Seq2SeqConfig, Source};
 
 // A process holds one student and moves it rarely: the sizes of the variants do not matter.
 #[allow(clippy::large_enum_variant)]

@@ -109,7 +109,7 @@ impl TextTokenizer {
         ids
     }
 
-    /// `[CLS] text [SEP]` (BERT's; each tokenizer's own marks).
+    /// `text` between the tokenizer's sequence marks (`[CLS] text [SEP]` for BERT's).
     pub fn encode(&self, text: &str) -> Result<Encoded> {
         self.finish(text, self.inner.encode(text, true))
     }

@@ -130,9 +130,7 @@ impl TeacherInputs {
 
 /// Scores a split's candidate lists in this process into its rank-list set.
 pub fn score_split(config: &Config, split: &str, progress: &dyn Progress) -> Result<()> {
-    let inputs = TeacherInputs::load(config, split)?;
-    let teacher = Teacher::load(inputs.spec.clone(), config.device.select(0)?)
-        .with_context(|| format!("cannot load the teacher from {}", inputs.spec.model.display()))?;
+    let TeacherWork { teacher, inputs } = TeacherWork::load(config, split)?;
     let out = output_dir(config, split);
     let started = std::time::Instant::now();
     let pairs = inputs.candidates.pairs(0, inputs.candidates.len());
