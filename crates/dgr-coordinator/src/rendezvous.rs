@@ -254,19 +254,23 @@ impl Rendezvous {
             let silent = live.iter().find(|m| now - m.last_seen > hang).map(|m| {
                 format!("{} has not reported for {:.0} s: it died, hangs or is stopped", m.label(), now - m.last_seen)
             });
+            // A hang is computing while others wait: time spent outside the step (a dev
+            // evaluation, a checkpoint) before the rank went back to computing does not count.
             let lagging = || {
-                let computing = live.iter().find(|m| m.phase == Phase::Compute)?;
-                let waited = live
-                    .iter()
-                    .filter(|m| m.phase == Phase::Collective && m.step == computing.step)
-                    .map(|m| now - m.phase_since)
-                    .fold(f64::NAN, f64::min);
-                (waited > hang).then(|| {
-                    format!(
-                        "{} is still computing step {} while the other ranks have waited {waited:.0} s for its all-reduce",
-                        computing.label(),
-                        computing.step + 1
-                    )
+                live.iter().filter(|m| m.phase == Phase::Compute).find_map(|computing| {
+                    let waiting_since = live
+                        .iter()
+                        .filter(|m| m.phase == Phase::Collective && m.step == computing.step)
+                        .map(|m| m.phase_since)
+                        .reduce(f64::max)?;
+                    let waited = now - waiting_since.max(computing.phase_since);
+                    (waited > hang).then(|| {
+                        format!(
+                            "{} is still computing step {} while the other ranks have waited {waited:.0} s for its all-reduce",
+                            computing.label(),
+                            computing.step + 1
+                        )
+                    })
                 })
             };
             silent.or_else(lagging)

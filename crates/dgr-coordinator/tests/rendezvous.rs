@@ -125,6 +125,32 @@ fn a_rank_that_computes_while_the_others_wait_in_its_all_reduce_is_named() {
 }
 
 #[test]
+fn a_dev_evaluation_longer_than_the_hang_limit_is_not_a_hang() {
+    let mut r = running();
+    // Member 2 (rank 0) evaluates on dev after step 10 for 45 s while the others already wait
+    // in step 11's all-reduce; then it computes step 11.
+    for t in (0..=45).step_by(5).map(|t| 10.0 + t as f64) {
+        r.heartbeat(beat(0, 10, Phase::Collective), t).unwrap();
+        r.heartbeat(beat(1, 10, Phase::Collective), t).unwrap();
+        assert_eq!(r.heartbeat(beat(2, 10, Phase::Other), t).unwrap(), RankInstruction::Continue);
+    }
+    assert_eq!(r.heartbeat(beat(2, 10, Phase::Compute), 56.0).unwrap(), RankInstruction::Continue);
+    assert_eq!(r.check(60.0), None, "the evaluation is not counted as computing");
+    // Computing past the limit after it is still a hang, counted from its return to the step.
+    for t in [70.0, 80.0] {
+        r.heartbeat(beat(0, 10, Phase::Collective), t).unwrap();
+        r.heartbeat(beat(1, 10, Phase::Collective), t).unwrap();
+        r.heartbeat(beat(2, 10, Phase::Compute), t).unwrap();
+    }
+    assert_eq!(r.check(85.0), None);
+    let found = r.check(86.5).unwrap();
+    assert!(
+        found.contains("rank 0 (n0l0) is still computing step 11 while the other ranks have waited 30 s"),
+        "{found}"
+    );
+}
+
+#[test]
 fn a_stop_reaches_every_rank_and_the_job_ends_stopped() {
     let mut r = running();
     r.request_stop("SIGTERM to the coordinator");
