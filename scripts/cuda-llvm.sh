@@ -26,8 +26,17 @@ if [ ! -x "$real/bin/llvm-config" ]; then
   (cd "$root/debs" && apt-get "${o[@]}" -q download "llvm-$LLVM_MAJOR-dev" "llvm-$LLVM_MAJOR")
   for d in "$root"/debs/*.deb; do dpkg-deb -x "$d" "$root/deb"; done
 fi
+# Files are written only when their content changes: Burn's build scripts watch them, and a new
+# mtime alone would make cargo compile the whole CUDA stack again.
+put() { # path: stdin becomes the file's content where it differs
+  local temp
+  temp=$(mktemp) # not beside the file: a new entry would change its folder's mtime
+  cat >"$temp"
+  cmp -s "$temp" "$1" || cat "$temp" >"$1"
+  rm -f "$temp"
+}
 # glibc < 2.38 (Debian 12) lacks the C23 strto*/scanf aliases that newer Debian's LLVM archives call.
-cat > "$root/isoc23_shim.c" <<'EOF'
+put "$root/isoc23_shim.c" <<'EOF'
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,12 +47,16 @@ unsigned long long __isoc23_strtoull(const char *s, char **e, int b) { return st
 int __isoc23_sscanf(const char *s, const char *f, ...) { va_list a; va_start(a, f); int r = vsscanf(s, f, a); va_end(a); return r; }
 int __isoc23_scanf(const char *f, ...) { va_list a; va_start(a, f); int r = vscanf(f, a); va_end(a); return r; }
 EOF
-cc -O2 -fPIC -c "$root/isoc23_shim.c" -o "$root/isoc23_shim.o"
-ar rcs "$real/lib/libisoc23shim.a" "$root/isoc23_shim.o"            # the bundler's only link-search dir is --libdir
-ln -sf /usr/lib/x86_64-linux-gnu/libzstd.so.1 "$real/lib/libzstd.so"  # no libzstd-dev needed
-ln -sf /usr/lib/x86_64-linux-gnu/libz.so.1 "$real/lib/libz.so"        # no zlib1g-dev needed
-mkdir -p "$inst/bin"; touch "$inst/.tracel-llvm-installed"
-cat > "$inst/bin/llvm-config" <<EOF
+shim=$real/lib/libisoc23shim.a # the bundler's only link-search dir is --libdir
+if [ ! -e "$shim" ] || [ "$root/isoc23_shim.c" -nt "$shim" ]; then
+  cc -O2 -fPIC -c "$root/isoc23_shim.c" -o "$root/isoc23_shim.o"
+  rm -f "$shim" && ar rcs "$shim" "$root/isoc23_shim.o"
+fi
+[ -e "$real/lib/libzstd.so" ] || ln -s /usr/lib/x86_64-linux-gnu/libzstd.so.1 "$real/lib/libzstd.so" # no libzstd-dev needed
+[ -e "$real/lib/libz.so" ] || ln -s /usr/lib/x86_64-linux-gnu/libz.so.1 "$real/lib/libz.so"          # no zlib1g-dev needed
+mkdir -p "$inst/bin"
+[ -e "$inst/.tracel-llvm-installed" ] || touch "$inst/.tracel-llvm-installed"
+put "$inst/bin/llvm-config" <<EOF
 #!/bin/sh
 out=\$("$real/bin/llvm-config" "\$@") || exit \$?
 case " \$* " in
@@ -54,5 +67,5 @@ esac
 EOF
 chmod +x "$inst/bin/llvm-config"
 "$inst/bin/llvm-config" --link-static --system-libs >/dev/null   # fails here if llvm-config cannot start (needs libz3.so.4)
-echo "export XDG_DATA_HOME=$root/xdg" > "$root/env.sh"
+echo "export XDG_DATA_HOME=$root/xdg" | put "$root/env.sh"
 echo "LLVM $("$inst/bin/llvm-config" --version) ready: source $root/env.sh"
