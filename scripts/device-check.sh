@@ -97,7 +97,7 @@ gpu() {
   local out=${OUT:-$kit/out}
   local work=/tmp/dgr-device-check
   local raw=$work/out
-  rm -rf "$work" && mkdir -p "$out" "$raw" "$work/bin" "$work/lib" "$work/minilm"
+  rm -rf "$work" && mkdir -p "$out" "$raw" "$work/lib" "$work/minilm"
   # Python's tarfile, as the machine may have no xz; its decoder needs the 512 MiB dictionary.
   python3 -c 'import sys, tarfile
 safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
