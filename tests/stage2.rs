@@ -44,6 +44,11 @@ fn steps_logged(dir: &Path, stage: &str) -> Vec<serde_json::Value> {
     log.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
+/// `stage2/queries.json`: the queries kept and the loss they train with.
+fn stage2_report(dir: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("job/stage2/queries.json")).unwrap()).unwrap()
+}
+
 fn stage2_steps(dir: &Path) -> Vec<serde_json::Value> {
     steps_logged(dir, "stage2")
 }
@@ -110,7 +115,6 @@ fn stage_two_trains_on_retrieved_candidates_resumes_after_kill_and_refuses_bad_i
          scoring = {{ source_weights = {{ title = 0.5, query_span = 4.0 }} }}\n\
          [teacher]\nmodel = {minilm:?}\ncandidates = \"gr\"\ndepth = 40\nshard_queries = 8\n\
          [train_distill]\nmin_negatives = 4\nnegative_pool = 6\nlambda = 1.0\n\
-         loss = {{ margin = 1e9 }}\n\
          engine = {{ steps = 12, batch_size = 2, learning_rate = 1e-3, warmup_steps = 2, checkpoint_every = 3, \
          eval_every = 6, eval_queries = 4 }}\n",
         input = s(&root().join("tests/fixtures/wiki-vital/summaries_subset.json")),
@@ -164,9 +168,17 @@ fn stage_two_trains_on_retrieved_candidates_resumes_after_kill_and_refuses_bad_i
     // An uninterrupted run.
     let stderr = ok(t, &["train-distill"]);
     assert!(stderr.contains("stage-2 training queries"), "{stderr}");
-    let kept: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(t.join("job/stage2/queries.json")).unwrap()).unwrap();
-    assert!(kept["kept"].as_u64().unwrap() >= 4, "{kept}");
+    let report = stage2_report(t);
+    assert_eq!((report["format"].as_str(), report["version"].as_u64()), (Some("dgr.stage2-queries"), Some(1)));
+    assert!(report["counts"]["kept"].as_u64().unwrap() >= 4, "{report}");
+    // The default margins and temperatures are measured on the tiny student's own scores.
+    assert_eq!(report["scales"]["from"], "measured", "{report}");
+    let measured = report["loss"].clone();
+    let margin = measured["margin"].as_f64().unwrap();
+    assert!(margin > 0.0 && margin < 1e4, "{report}");
+    let ratio = measured["step_margin"].as_f64().unwrap() / margin;
+    assert!((ratio - 0.4).abs() < 1e-9, "{report}");
+    assert!(stderr.contains("stage-2 ranking loss") && stderr.contains("Measured"), "{stderr}");
     let steps = stage2_steps(t);
     assert_eq!(steps.len(), 12);
     for step in &steps {
@@ -176,7 +188,11 @@ fn stage_two_trains_on_retrieved_candidates_resumes_after_kill_and_refuses_bad_i
         }
         assert!((0.0..=1.0).contains(&step["agreement"].as_f64().unwrap()));
     }
-    assert!(steps.iter().any(|s| s["rank_loss"].as_f64().unwrap() > 0.0), "the margin makes every pair violated");
+    assert!(steps.iter().any(|s| s["rank_loss"].as_f64().unwrap() > 0.0), "no pair was ever violated");
+    assert!(
+        steps.iter().any(|s| s["violated_pairs"].as_f64().unwrap() < 20.0),
+        "the measured margin leaves some pairs unviolated"
+    );
     // Before the first update the student is the one that retrieved the candidates: its passage
     // scores from the stored keys are what retrieval gave them.
     let gap = steps[0]["retrieval_score_gap"].as_f64().unwrap();
@@ -197,11 +213,18 @@ fn stage_two_trains_on_retrieved_candidates_resumes_after_kill_and_refuses_bad_i
     let straight = std::fs::read(t.join("job/stage2/weights/final/model.safetensors")).unwrap();
     std::fs::rename(t.join("job/stage2"), t.join("stage2-straight")).unwrap();
 
-    // The same run killed once its step-6 checkpoint is in place, then run again.
+    // The same run killed once its step-6 checkpoint is in place, then run again with another
+    // quantile for the auto margin: the resumed run keeps the margins its checkpoint stored
+    // (measured at its start), not a new measurement.
     let killed_at = kill_after_checkpoint(t, "train-distill", &[], "stage2", 6);
     assert!(killed_at < 12, "killed mid-run at step {killed_at}");
-    let stderr = ok(t, &["train-distill"]);
-    assert!(stderr.contains("resuming"), "{stderr}");
+    let out =
+        command(t, &["train-distill"]).env("DGR_TRAIN_DISTILL__LOSS__AUTO__MARGIN_QUANTILE", "0.9").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stderr.contains("resuming"), "{stderr}");
+    let report = stage2_report(t);
+    assert_eq!(report["scales"]["from"], "checkpoint", "{report}");
+    assert_eq!(report["loss"], measured, "the resumed run trains with the stored margins");
     let steps = stage2_steps(t);
     assert_eq!(steps.iter().map(|s| s["step"].as_u64().unwrap()).collect::<Vec<_>>(), (1..=12).collect::<Vec<_>>());
     let resumed = std::fs::read(t.join("job/stage2/weights/final/model.safetensors")).unwrap();

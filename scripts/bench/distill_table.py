@@ -74,7 +74,9 @@ def main(exp: str) -> None:
         if not os.path.exists(log):
             continue
         steps = [json.loads(line) for line in open(log)]
-        kept = json.load(open(f"{arm}/stage2/queries.json"))
+        report = json.load(open(f"{arm}/stage2/queries.json"))
+        # Since dgr.stage2-queries v1: the counts beside the loss the run trained with.
+        kept = {**report["counts"], "loss": report["loss"]} if "counts" in report else report
         tenth = max(1, len(steps) // 10)
         summary = {
             key: (round(statistics.mean(s[key] for s in steps[:tenth]), 3),

@@ -15,6 +15,7 @@ use dgr_model::retrieve::RetrievalConfig;
 use dgr_teacher::teacher::TeacherConfig;
 use dgr_trainer::distill::DistillConfig;
 use dgr_trainer::engine::EngineConfig;
+use dgr_trainer::loss_scale::ScoreScale;
 use dgr_trainer::stage1::TrainGenConfig;
 
 use crate::job::RunConfig;
@@ -112,8 +113,19 @@ impl Config {
         if d.max_source_tokens < 3 || d.max_target_tokens < 3 {
             bail!("train_distill.max_source_tokens and max_target_tokens must be at least 3");
         }
-        if d.loss.student_temperature <= 0.0 || d.loss.teacher_temperature <= 0.0 {
-            bail!("train_distill.loss temperatures must be positive");
+        for (name, temperature) in
+            [("student_temperature", d.loss.student_temperature), ("teacher_temperature", d.loss.teacher_temperature)]
+        {
+            if temperature == ScoreScale::Given(0.0) {
+                bail!("train_distill.loss.{name} must be positive or \"auto\"");
+            }
+        }
+        let auto = &d.loss.auto;
+        if !(0.0..=1.0).contains(&auto.margin_quantile) || !(auto.step_ratio >= 0.0 && auto.step_ratio.is_finite()) {
+            bail!(
+                "train_distill.loss.auto.margin_quantile must lie in [0, 1] and train_distill.loss.auto.step_ratio \
+                 be a non-negative number"
+            );
         }
         let c = &self.coordinator;
         if !(c.heartbeat_seconds > 0.0 && c.lease_seconds > c.heartbeat_seconds) {
@@ -150,6 +162,7 @@ fn validate_engine(section: &str, e: &EngineConfig) -> Result<()> {
 mod tests {
     //! Configuration layering: embedded defaults < user TOML < DGR_ environment < flags.
 
+    use dgr_trainer::loss_scale::ScoreScale;
     use figment::Figment;
 
     use super::load;
@@ -179,8 +192,38 @@ mod tests {
 
         std::fs::write(&user, "[train_distill.loss]\nmargin = 3.0\n").unwrap();
         let config = load(Some(&user), Figment::new()).unwrap();
-        assert_eq!(config.train_distill.loss.margin, 3.0, "a nested section's key");
+        assert_eq!(config.train_distill.loss.margin, ScoreScale::Given(3.0), "a nested section's key");
         assert_eq!(config.train_distill.loss.step_margin, defaults.train_distill.loss.step_margin);
+        assert_eq!(defaults.train_distill.loss.margin, ScoreScale::Auto, "margins follow the student by default");
+
+        // Margins are numbers or "auto", from a file or the environment; anything else, or a
+        // negative number, is refused with its key named.
+        unsafe { std::env::set_var("DGR_TRAIN_DISTILL__LOSS__STEP_MARGIN", "1e-1") };
+        let config = load(Some(&user), Figment::new()).unwrap();
+        assert_eq!(config.train_distill.loss.step_margin, ScoreScale::Given(0.1), "scientific notation");
+        unsafe { std::env::set_var("DGR_TRAIN_DISTILL__LOSS__STEP_MARGIN", "auto") };
+        let config = load(Some(&user), Figment::new()).unwrap();
+        assert_eq!(config.train_distill.loss.step_margin, ScoreScale::Auto);
+        unsafe { std::env::set_var("DGR_TRAIN_DISTILL__LOSS__STEP_MARGIN", "wide") };
+        let err = crate::error::report(&load(Some(&user), Figment::new()).unwrap_err());
+        // Figment names an environment key in capitals.
+        assert!(
+            err.to_lowercase().contains("step_margin") && err.contains("\"auto\"") && err.contains("wide"),
+            "{err}"
+        );
+        unsafe { std::env::remove_var("DGR_TRAIN_DISTILL__LOSS__STEP_MARGIN") };
+        for bad in ["margin = -20.0", "margin = \"automatic\"", "teacher_temperature = -1"] {
+            std::fs::write(&user, format!("[train_distill.loss]\n{bad}\n")).unwrap();
+            let err = crate::error::report(&load(Some(&user), Figment::new()).unwrap_err());
+            let key = bad.split(' ').next().unwrap();
+            assert!(err.contains(key) && err.contains("user.toml") && err.contains("non-negative"), "{bad}: {err}");
+        }
+        std::fs::write(&user, "[train_distill.loss]\nstudent_temperature = 0\n").unwrap();
+        let err = crate::error::report(&load(Some(&user), Figment::new()).unwrap_err());
+        assert!(err.contains("train_distill.loss.student_temperature must be positive"), "{err}");
+        std::fs::write(&user, "[train_distill.loss.auto]\nmargin_quantile = 1.5\n").unwrap();
+        let err = crate::error::report(&load(Some(&user), Figment::new()).unwrap_err());
+        assert!(err.contains("train_distill.loss.auto.margin_quantile"), "{err}");
 
         std::fs::write(&user, "[bm25]\ntop_kk = 50\n").unwrap();
         let err = crate::error::report(&load(Some(&user), Figment::new()).unwrap_err());

@@ -1,5 +1,5 @@
 //! PNG plots of a job, drawn into `<job.dir>/plots/` after its evaluation: the training
-//! losses of both stages, stage 2's violated pairs, dev R@5 over training steps, and the final
+//! losses of both stages, stage 2's violated pairs and agreement, dev R@5 over training steps, and the final
 //! comparison of BM25, GR and DGR. Text is set in Noto Sans, compiled in, so that plots draw
 //! the same on a machine without fonts.
 
@@ -61,10 +61,15 @@ pub fn draw(job_dir: &Path, results: &JobResults) -> Result<Vec<PathBuf>> {
         line_charts(&path, &panels)?;
         written.push(path);
         if steps.iter().any(|s| s.measures.contains_key("violated_pairs")) {
-            let series = smoothed("violated pairs", &steps, |s| s.measures.get("violated_pairs").copied());
-            let panel = Panel::of(format!("{name}: pairs out of the teacher's order"), "pairs per query", series);
+            // Distillation at work: violated pairs fall while agreement with the teacher rises.
+            let violated = smoothed("violated pairs", &steps, |s| s.measures.get("violated_pairs").copied());
+            let agreement = smoothed("agreement", &steps, |s| s.measures.get("agreement").copied());
+            let panels = [
+                Panel::of(format!("{name}: pairs inside the margin or out of order"), "pairs per query", violated),
+                Panel::of(format!("{name}: pairs ordered as the teacher orders them"), "share of pairs", agreement),
+            ];
             let path = dir.join("stage2-violated-pairs.png");
-            line_charts(&path, &[panel])?;
+            line_charts(&path, &panels)?;
             written.push(path);
         }
     }

@@ -17,8 +17,9 @@ use dgr_core::views::PSEUDO_QUERY_MARK;
 use dgr_index::store::read_manifest;
 use dgr_model::student::Student;
 use dgr_model::tokenizer::{Overlong, TextTokenizer};
-use dgr_trainer::checkpoint::RunIdentity;
+use dgr_trainer::checkpoint::{RunIdentity, latest_state};
 use dgr_trainer::distill::{DistillData, DistillInputs, DistillObjective, Markers};
+use dgr_trainer::rank_loss::RankLoss;
 use tracing::info;
 
 use crate::config::Config;
@@ -26,6 +27,17 @@ use crate::ranks::RankPlace;
 use crate::training::{StageRun, file_checksum, run_stage, weights_checksum};
 
 const SPLIT: &str = "train";
+/// The key of a run's settings (in its checkpoints) that holds the loss it trains with.
+const RESOLVED_LOSS: &str = "resolved_loss";
+
+/// The loss a resumable run of these inputs stored in its newest checkpoint, if there is one.
+fn stored_loss(out: &Path, fingerprint: &std::collections::BTreeMap<String, String>) -> Option<RankLoss> {
+    let state = latest_state(&out.join("checkpoints"))?;
+    if &state.identity.fingerprint != fingerprint {
+        return None;
+    }
+    serde_json::from_value(state.identity.settings.get(RESOLVED_LOSS)?.clone()).ok()
+}
 
 /// A shard set's manifest, made for the train split.
 fn open_set(dir: &Path, name: &str, format: &str, version: u32, hint: &str) -> Result<ShardManifest> {
@@ -112,23 +124,47 @@ pub fn train_distill(config: &Config, fresh: bool, place: &RankPlace, progress: 
         scoring: &config.retrieve.scoring,
         total_tokens: index.tokens,
     };
-    let prepared = DistillData::new(&inputs, d)
+    let out = config.job.stage2_dir();
+    let fingerprint: std::collections::BTreeMap<String, String> = [
+        ("student".to_string(), student_sha256),
+        ("candidates".to_string(), file_checksum(&candidates_dir.join(CANDIDATES_MANIFEST))?),
+        ("rank_lists".to_string(), file_checksum(&rank_lists_dir.join(rank_lists::MANIFEST_FILE))?),
+        ("index".to_string(), index.index_sha256.clone()),
+        ("dataset".to_string(), file_checksum(&data.join(dgr_core::import::MANIFEST_FILE))?),
+    ]
+    .into();
+    // A run that resumes keeps the scales its first step measured.
+    let stored = if fresh { None } else { stored_loss(&out, &fingerprint) };
+    let prepared = DistillData::new(&inputs, d, stored.as_ref())
         .with_context(|| format!("cannot build stage-2 training data from {}", rank_lists_dir.display()))?;
     let counts = prepared.counts.clone();
+    let loss = prepared.loss.clone();
     info!(
         rank_lists = counts.queries,
         kept = counts.kept,
         no_positive = counts.no_positive,
         too_few_negatives = counts.too_few_negatives,
         already_separated = counts.already_separated,
-        margin = d.loss.margin,
-        step_margin = d.loss.step_margin,
-        loss = ?d.loss.kind,
         "stage-2 training queries"
     );
-    let out = config.job.stage2_dir();
+    info!(
+        loss = ?loss.kind,
+        margin = loss.margin,
+        step_margin = loss.step_margin,
+        student_temperature = loss.student_temperature,
+        teacher_temperature = loss.teacher_temperature,
+        scales = ?prepared.scale_source,
+        "stage-2 ranking loss"
+    );
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
-    write_atomic(&out.join("queries.json"), format!("{}\n", serde_json::to_string_pretty(&counts)?).as_bytes())?;
+    let report = serde_json::json!({
+        "format": "dgr.stage2-queries",
+        "version": 1,
+        "counts": counts,
+        "loss": loss,
+        "scales": prepared.scale_source,
+    });
+    write_atomic(&out.join("queries.json"), format!("{}\n", serde_json::to_string_pretty(&report)?).as_bytes())?;
 
     let device = config.device.select(place.local_rank as usize)?.autodiff();
     device.seed(d.engine.seed);
@@ -141,17 +177,11 @@ pub fn train_distill(config: &Config, fresh: bool, place: &RankPlace, progress: 
         pad: model_config.pad_token_id(),
         settings: d.clone(),
     };
-    let identity = RunIdentity {
-        fingerprint: [
-            ("student".to_string(), student_sha256),
-            ("candidates".to_string(), file_checksum(&candidates_dir.join(CANDIDATES_MANIFEST))?),
-            ("rank_lists".to_string(), file_checksum(&rank_lists_dir.join(rank_lists::MANIFEST_FILE))?),
-            ("index".to_string(), index.index_sha256.clone()),
-            ("dataset".to_string(), file_checksum(&data.join(dgr_core::import::MANIFEST_FILE))?),
-        ]
-        .into(),
-        settings: serde_json::to_value(d)?,
-    };
+    let mut settings = serde_json::to_value(d)?;
+    if let Some(object) = settings.as_object_mut() {
+        object.insert(RESOLVED_LOSS.to_string(), serde_json::to_value(&loss)?);
+    }
+    let identity = RunIdentity { fingerprint, settings };
     let run = StageRun { stage: "train-distill", engine: &d.engine, out_dir: &out, identity, fresh, place };
     run_stage(config, run, model, &model_config, &mut objective, progress)?;
     info!(out = %out.display(), "stage 2 done: weights/final, checkpoints/, train_log.jsonl, queries.json");

@@ -191,6 +191,12 @@ pub fn restore_latest(
     Ok(None)
 }
 
+/// The state of the checkpoint [`restore_latest`] would resume from (the newest whose files all
+/// check out), read without loading the model: what a run needs to know before it builds one.
+pub fn latest_state(dir: &Path) -> Option<CheckpointState> {
+    checkpoint_dirs(dir).into_iter().find_map(|(_, path)| verify(&path).ok())
+}
+
 /// Checkpoint directories `step-*` under `dir`, newest first (temporary ones are hidden).
 fn checkpoint_dirs(dir: &Path) -> Vec<(u64, PathBuf)> {
     let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };

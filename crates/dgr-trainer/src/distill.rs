@@ -4,7 +4,9 @@
 //! - [`DistillData`]: the training queries kept by the filter of §5 (a positive among the
 //!   teacher-ranked candidates, more than `min_negatives` negatives, and a stage-1 score of the
 //!   top positive not already a margin above the top negative), each with its positives, its
-//!   stage-1 top negative, a pool of negatives drawn once (seeded), and every passage's keys.
+//!   stage-1 top negative, a pool of negatives drawn once (seeded), and every passage's keys;
+//!   and the ranking loss with its `"auto"` margins and temperatures measured on the queries
+//!   that pass the first two filters ([`crate::loss_scale`]), before the margin filters them.
 //! - [`DistillObjective`]: per query and step, the lists `[pos0, n1..n4]` and `[posR, n1..n4]`
 //!   (`n1` the stage-1 top negative, three more drawn from the pool), the student's score of
 //!   each passage from its top `keys_per_passage` keys, the ranking loss of both lists
@@ -33,9 +35,10 @@ use rand::rngs::StdRng;
 use rand::seq::index::sample;
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{Example, Loss, NEGATIVE_POOLS, Objective, TrainError, stream};
+use crate::engine::{Example, LOSS_SCALES, Loss, NEGATIVE_POOLS, Objective, TrainError, stream};
+use crate::loss_scale::{ScaleMeasurement, ScoredList};
 use crate::pairs::{PairConfig, sample_spans};
-use crate::rank_loss::{RankLossConfig, list_loss};
+use crate::rank_loss::{RankLoss, RankLossConfig, list_loss};
 
 /// How pseudo-query keys count in a passage's student score.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -135,12 +138,27 @@ pub struct FilterCounts {
     pub already_separated: usize,
 }
 
-/// The stage-2 training queries, and what their key weights need besides the student: the
-/// scoring settings and N they were checked against.
+/// Where the ranking loss's scales come from.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "from")]
+pub enum ScaleSource {
+    /// Every margin and temperature is a number of the configuration.
+    Given,
+    /// `"auto"` settings measured now, before the first step.
+    Measured(ScaleMeasurement),
+    /// `"auto"` settings as the run's checkpoint stored them (measured when it started).
+    Checkpoint,
+}
+
+/// The stage-2 training queries, the ranking loss they train with, and what their key weights
+/// need besides the student: the scoring settings and N they were checked against.
 #[derive(Debug, Clone)]
 pub struct DistillData {
     pub queries: Vec<DistillQuery>,
     pub counts: FilterCounts,
+    /// The loss with every scale a number.
+    pub loss: RankLoss,
+    pub scale_source: ScaleSource,
     scoring: ScoringConfig,
     total_tokens: u64,
 }
@@ -167,17 +185,30 @@ pub struct Markers {
     pub pseudo_query: Vec<u32>,
 }
 
+/// A query that passes the filters the margin is not part of.
+struct Eligible {
+    row: usize,
+    query: DistillQuery,
+    /// Stage 1's score of pos0 minus that of the top negative.
+    separation: f64,
+}
+
 impl DistillData {
     /// Joins rank lists (teacher order, labels) with candidates (keys) and the dataset (texts)
     /// and keeps the queries §5 trains on. Rank lists must come from these candidates: every
-    /// ranked passage must be a candidate of its query.
-    pub fn new(inputs: &DistillInputs, settings: &DistillConfig) -> Result<Self, TrainError> {
+    /// ranked passage must be a candidate of its query. `"auto"` scales of the loss come from
+    /// `stored` when given (a resumed run's), else they are measured here.
+    pub fn new(
+        inputs: &DistillInputs,
+        settings: &DistillConfig,
+        stored: Option<&RankLoss>,
+    ) -> Result<Self, TrainError> {
         let DistillInputs { queries, corpus, candidates, rank_lists, markers, scoring, total_tokens } = *inputs;
         let queries: HashMap<&str, &Query> = queries.iter().map(|q| (q.id.as_str(), q)).collect();
         let passages: HashMap<&str, &Passage> = corpus.iter().map(|p| (p.id.as_str(), p)).collect();
         let by_query: HashMap<&str, &QueryCandidates> = candidates.iter().map(|c| (c.query_id.as_str(), c)).collect();
         let mut counts = FilterCounts { queries: rank_lists.len(), ..FilterCounts::default() };
-        let mut kept = Vec::new();
+        let mut eligible = Vec::new();
         for (row, list) in rank_lists.iter().enumerate() {
             let Some(found) = by_query.get(list.query_id.as_str()) else {
                 return Err(TrainError::Input(format!(
@@ -202,10 +233,6 @@ impl DistillData {
                 continue;
             }
             let (pos0, neg0) = (positives[0], negatives[0]);
-            if list.candidate_scores[pos0] >= list.candidate_scores[neg0] + settings.loss.margin {
-                counts.already_separated += 1;
-                continue;
-            }
             let keys = query_keys(found, markers, scoring, total_tokens)?;
             let passage = |i: usize| distill_passage(found, list, i, &keys, settings.keys_per_passage);
             let others: Vec<usize> = negatives[1..].to_vec();
@@ -220,7 +247,7 @@ impl DistillData {
                     list.passage_ids[pos0], list.query_id
                 )));
             };
-            kept.push(DistillQuery {
+            let query = DistillQuery {
                 query_id: list.query_id.clone(),
                 text: query.text.clone(),
                 positives: positives.iter().map(|&i| passage(i)).collect::<Result<_, _>>()?,
@@ -229,25 +256,82 @@ impl DistillData {
                 keys,
                 title: target.title.clone(),
                 body: target.text.clone(),
-            });
-            if settings.max_queries > 0 && kept.len() == settings.max_queries {
-                break;
+            };
+            let separation = list.candidate_scores[pos0] - list.candidate_scores[neg0];
+            eligible.push(Eligible { row, query, separation });
+        }
+
+        if eligible.is_empty() {
+            return Err(nothing_passes(&counts, settings, None));
+        }
+        let (loss, scale_source) = match stored {
+            Some(stored) if settings.loss.measures() => (settings.loss.with_stored(stored), ScaleSource::Checkpoint),
+            _ => {
+                let lists: Vec<ScoredList> = eligible.iter().flat_map(|e| first_lists(e, settings)).collect();
+                let (loss, measurement) = settings.loss.resolve(&lists)?;
+                let source =
+                    if settings.loss.measures() { ScaleSource::Measured(measurement) } else { ScaleSource::Given };
+                (loss, source)
+            }
+        };
+
+        let mut kept = Vec::new();
+        for Eligible { query, separation, .. } in eligible {
+            if separation >= loss.margin {
+                counts.already_separated += 1;
+                continue;
+            }
+            if settings.max_queries == 0 || kept.len() < settings.max_queries {
+                kept.push(query);
             }
         }
         counts.kept = kept.len();
         if kept.is_empty() {
-            return Err(TrainError::NoData(format!(
-                "no training query passes the stage-2 filter ({} rank lists: {} without a positive among the ranked \
-                 candidates, {} with {} negatives or fewer, {} already separated by stage 1)",
-                counts.queries,
-                counts.no_positive,
-                counts.too_few_negatives,
-                settings.min_negatives,
-                counts.already_separated
-            )));
+            return Err(nothing_passes(&counts, settings, Some(loss.margin)));
         }
-        Ok(DistillData { queries: kept, counts, scoring: scoring.clone(), total_tokens })
+        Ok(DistillData { queries: kept, counts, loss, scale_source, scoring: scoring.clone(), total_tokens })
     }
+}
+
+/// Why no query is left to train on; `margin` once the margin has filtered.
+fn nothing_passes(counts: &FilterCounts, settings: &DistillConfig, margin: Option<f64>) -> TrainError {
+    let separated = match margin {
+        Some(margin) => format!(", {} already separated by stage 1 by the margin {margin}", counts.already_separated),
+        None => String::new(),
+    };
+    TrainError::NoData(format!(
+        "no training query passes the stage-2 filter ({} rank lists: {} without a positive among the ranked \
+         candidates, {} with {} negatives or fewer{separated})",
+        counts.queries, counts.no_positive, counts.too_few_negatives, settings.min_negatives,
+    ))
+}
+
+/// The two lists a step samples for a query (`[pos0, negatives]`, `[posR, negatives]`), drawn
+/// as the step draws them from a generator of the query's own, with the scores the student
+/// gives them before its first update: the sums of their keys' retrieval scores.
+fn first_lists(eligible: &Eligible, settings: &DistillConfig) -> [ScoredList; 2] {
+    let query = &eligible.query;
+    let mut rng = stream(settings.engine.seed, LOSS_SCALES, eligible.row as u64);
+    let pos_r = rng.random_range(0..query.positives.len());
+    let drawn = sample(&mut rng, query.pool.len(), settings.sampled_negatives.min(query.pool.len())).into_vec();
+    let negatives: Vec<&DistillPassage> =
+        std::iter::once(&query.top_negative).chain(drawn.iter().map(|&i| &query.pool[i])).collect();
+    let skip_pseudo_queries = settings.pseudo_query_keys == PseudoQueryKeys::Skip;
+    let student = |p: &DistillPassage| {
+        p.keys
+            .iter()
+            .filter(|k| !(skip_pseudo_queries && query.keys[k.key].view == View::PseudoQuery))
+            .map(|k| k.retrieval_score)
+            .sum::<f64>()
+    };
+    [&query.positives[0], &query.positives[pos_r]].map(|positive| {
+        let entries: Vec<&DistillPassage> = std::iter::once(positive).chain(negatives.iter().copied()).collect();
+        ScoredList {
+            student: entries.iter().map(|p| student(p)).collect(),
+            teacher: entries.iter().map(|p| p.teacher_score).collect(),
+            positive: 0,
+        }
+    })
 }
 
 /// The query's keys with the view each is scored under; checks that the stored weights are the
@@ -452,7 +536,7 @@ impl DistillObjective<'_> {
         for positive_at in [0, if pos_r != 0 { 1 } else { 0 }] {
             let indices: Vec<usize> = std::iter::once(positive_at).chain(negatives_at.iter().copied()).collect();
             let teacher: Vec<f64> = indices.iter().map(|&i| passages[i].teacher_score).collect();
-            let list = list_loss(pick(&indices), &teacher, 0, &settings.loss);
+            let list = list_loss(pick(&indices), &teacher, 0, &self.data.loss);
             violated += list.violated;
             clean += usize::from(list.violated == 0);
             pairs += list.pairs;

@@ -236,6 +236,8 @@ const DATA_ORDER: u64 = 1;
 const EXAMPLE_DRAWS: u64 = 2;
 /// Stage 2's negative pools, drawn once per query.
 pub const NEGATIVE_POOLS: u64 = 3;
+/// Stage 2's lists that `"auto"` margins and temperatures are measured on, one draw per query.
+pub const LOSS_SCALES: u64 = 4;
 
 /// An independent generator for `(seed, purpose, n)`.
 pub fn stream(seed: u64, purpose: u64, n: u64) -> StdRng {

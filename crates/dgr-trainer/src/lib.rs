@@ -9,6 +9,7 @@
 //! - [`stage1`]: the generation loss over stage-1 pairs;
 //! - [`distill`]: stage 2 (DGR): sampling of §5 and the student's passage scores of §4;
 //! - [`rank_loss`]: the distilled RankNet and its variants;
+//! - [`loss_scale`]: their margins and temperatures measured on the scores (`"auto"`);
 //! - [`clip`]: gradient clipping by the global norm;
 //! - [`data_parallel`]: gradients summed over data-parallel ranks.
 
@@ -17,6 +18,7 @@ pub mod clip;
 pub mod data_parallel;
 pub mod distill;
 pub mod engine;
+pub mod loss_scale;
 pub mod pairs;
 pub mod rank_loss;
 pub mod stage1;

@@ -21,6 +21,8 @@ use burn::tensor::activation::{log_softmax, softplus};
 use burn::tensor::{Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
+use crate::loss_scale::{AutoScaleConfig, ScoreScale};
+
 /// Which loss ranks a query's list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -39,26 +41,59 @@ pub enum RankLossKind {
     LambdaLoss,
 }
 
-/// The settings of the ranking loss (`[train_distill.loss]`).
+/// The settings of the ranking loss (`[train_distill.loss]`): margins and temperatures are
+/// numbers on the scores' scale or `"auto"`, measured before the first step
+/// ([`crate::loss_scale`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RankLossConfig {
     pub kind: RankLossKind,
     /// `m`: the least gap between neighbours in the target order (hinge losses).
-    pub margin: f64,
+    pub margin: ScoreScale,
     /// `n`: extra gap per position between non-neighbours (hinge losses).
-    pub step_margin: f64,
+    pub step_margin: ScoreScale,
     /// `w_0`: weight of the pairs led by the first entry (the positive, when pinned).
     pub positive_weight: f64,
     /// Student scores are divided by this in the logistic, listwise and lambda losses.
-    pub student_temperature: f64,
+    pub student_temperature: ScoreScale,
     /// Teacher scores are divided by this in `listnet` and `kl`.
-    pub teacher_temperature: f64,
+    pub teacher_temperature: ScoreScale,
+    /// How the `"auto"` settings are measured.
+    #[serde(default)]
+    pub auto: AutoScaleConfig,
 }
 
 impl Default for RankLossConfig {
     fn default() -> Self {
         RankLossConfig {
+            kind: RankLossKind::DistilledRanknet,
+            margin: ScoreScale::Auto,
+            step_margin: ScoreScale::Auto,
+            positive_weight: 3.0,
+            student_temperature: ScoreScale::Auto,
+            teacher_temperature: ScoreScale::Auto,
+            auto: AutoScaleConfig::default(),
+        }
+    }
+}
+
+/// The ranking loss with every scale a number: what a run trains with, stored in its
+/// checkpoints so that a resumed run keeps what its first step measured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RankLoss {
+    pub kind: RankLossKind,
+    pub margin: f64,
+    pub step_margin: f64,
+    pub positive_weight: f64,
+    pub student_temperature: f64,
+    pub teacher_temperature: f64,
+}
+
+impl RankLoss {
+    /// The reference's hinge (method §5: m = 300, n = 100, w_0 = 3), temperatures 1.
+    pub fn reference() -> Self {
+        RankLoss {
             kind: RankLossKind::DistilledRanknet,
             margin: 300.0,
             step_margin: 100.0,
@@ -96,7 +131,7 @@ pub fn target_order(teacher: &[f64], positive: usize, kind: RankLossKind) -> Vec
 
 /// The loss of one list. `scores` (`[n]`, differentiable) and `teacher` are in candidate order;
 /// `positive` is the labelled positive's index there.
-pub fn list_loss(scores: Tensor<1>, teacher: &[f64], positive: usize, config: &RankLossConfig) -> ListLoss {
+pub fn list_loss(scores: Tensor<1>, teacher: &[f64], positive: usize, config: &RankLoss) -> ListLoss {
     let device = scores.device();
     let order = target_order(teacher, positive, config.kind);
     let n = order.len();
@@ -144,7 +179,7 @@ pub fn list_loss(scores: Tensor<1>, teacher: &[f64], positive: usize, config: &R
 
 /// The margin hinge of the distilled RankNet over a list in target order, and its violated
 /// pairs (mean over those; 0 when there are none, where the reference divides by zero).
-fn hinge(s: &Tensor<1>, config: &RankLossConfig) -> (Tensor<1>, usize) {
+fn hinge(s: &Tensor<1>, config: &RankLoss) -> (Tensor<1>, usize) {
     let n = s.dims()[0];
     let device = s.device();
     let (mut first, mut second, mut margins, mut weights) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -176,7 +211,7 @@ fn hinge(s: &Tensor<1>, config: &RankLossConfig) -> (Tensor<1>, usize) {
 
 /// LambdaLoss with LambdaRank weights: graded relevance `n - 1 - i` by target position, gains
 /// normalised by the ideal DCG, discounts at the student's current ranks (ties by position).
-fn lambda_loss(s: &Tensor<1>, values: &[f32], config: &RankLossConfig) -> Tensor<1> {
+fn lambda_loss(s: &Tensor<1>, values: &[f32], config: &RankLoss) -> Tensor<1> {
     let n = values.len();
     let device = s.device();
     let grade = |i: usize| (n - 1 - i) as i32;

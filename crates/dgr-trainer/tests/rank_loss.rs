@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use burn::tensor::{Device, Tensor, TensorData};
-use dgr_trainer::rank_loss::{RankLossConfig, RankLossKind, list_loss, target_order};
+use dgr_trainer::rank_loss::{RankLoss, RankLossKind, list_loss, target_order};
 
 fn cases() -> Vec<serde_json::Value> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/rank-loss/cases.json");
@@ -20,10 +20,10 @@ fn floats(value: &serde_json::Value) -> Vec<f64> {
     value.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect()
 }
 
-fn config(case: &serde_json::Value) -> RankLossConfig {
+fn config(case: &serde_json::Value) -> RankLoss {
     let c = &case["config"];
     let kind: RankLossKind = serde_json::from_value(case["kind"].clone()).unwrap();
-    RankLossConfig {
+    RankLoss {
         kind,
         margin: c["margin"].as_f64().unwrap(),
         step_margin: c["step_margin"].as_f64().unwrap(),
@@ -82,7 +82,7 @@ fn a_list_the_student_already_orders_has_no_violated_pair_and_zero_loss() {
     let device = Device::flex().autodiff();
     let scores = Tensor::<1>::from_data(TensorData::new(vec![5000f32, 4000.0, 3000.0, 2000.0, 1000.0], [5]), &device);
     let teacher = [0.9, 0.8, 0.7, 0.6, 0.5];
-    let result = list_loss(scores, &teacher, 0, &RankLossConfig::default());
+    let result = list_loss(scores, &teacher, 0, &RankLoss::reference());
     assert_eq!(result.violated, 0);
     assert_eq!(result.loss.into_scalar::<f32>(), 0.0);
     assert_eq!((result.pairs, result.agreeing), (10, 10), "the student agrees with every stated pair");
