@@ -191,10 +191,12 @@ pub fn restore_latest(
     Ok(None)
 }
 
-/// The state of the checkpoint [`restore_latest`] would resume from (the newest whose files all
-/// check out), read without loading the model: what a run needs to know before it builds one.
+/// The state of the newest checkpoint whose manifest and `state.json` check out, read without
+/// hashing or loading the model and optimiser (what [`restore_latest`] does next): what a run
+/// needs to know before it builds one. Every checkpoint of a run carries the same resolved
+/// settings, so one whose weights turn out damaged gives what the one before it would.
 pub fn latest_state(dir: &Path) -> Option<CheckpointState> {
-    checkpoint_dirs(dir).into_iter().find_map(|(_, path)| verify(&path).ok())
+    checkpoint_dirs(dir).into_iter().find_map(|(_, path)| checked_state(&path, |file| file == STATE).ok())
 }
 
 /// Checkpoint directories `step-*` under `dir`, newest first (temporary ones are hidden).
@@ -214,6 +216,11 @@ fn checkpoint_dirs(dir: &Path) -> Vec<(u64, PathBuf)> {
 
 /// Reads the manifest and checks every file it lists, then reads the state.
 fn verify(dir: &Path) -> Result<CheckpointState, CheckpointError> {
+    checked_state(dir, |_| true)
+}
+
+/// Reads the manifest and checks the files it lists that `check` names, then reads the state.
+fn checked_state(dir: &Path, check: impl Fn(&str) -> bool) -> Result<CheckpointState, CheckpointError> {
     let manifest: CheckpointManifest = read_json(&dir.join(MANIFEST))?;
     if manifest.format != CHECKPOINT_FORMAT || manifest.version != CHECKPOINT_VERSION {
         return Err(invalid(
@@ -224,7 +231,7 @@ fn verify(dir: &Path) -> Result<CheckpointState, CheckpointError> {
             ),
         ));
     }
-    for file in &manifest.files {
+    for file in manifest.files.iter().filter(|f| check(&f.path)) {
         let path = dir.join(&file.path);
         if !path.is_file() {
             return Err(invalid(&path, "missing".into()));

@@ -50,6 +50,13 @@ pub enum PseudoQueryKeys {
     Skip,
 }
 
+impl PseudoQueryKeys {
+    /// Whether a key of `view` counts in a passage's student score.
+    fn counts(self, view: View) -> bool {
+        self == PseudoQueryKeys::Score || view != View::PseudoQuery
+    }
+}
+
 /// Stage 2 (`dgr train-distill`, `[train_distill]`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -316,11 +323,10 @@ fn first_lists(eligible: &Eligible, settings: &DistillConfig) -> [ScoredList; 2]
     let drawn = sample(&mut rng, query.pool.len(), settings.sampled_negatives.min(query.pool.len())).into_vec();
     let negatives: Vec<&DistillPassage> =
         std::iter::once(&query.top_negative).chain(drawn.iter().map(|&i| &query.pool[i])).collect();
-    let skip_pseudo_queries = settings.pseudo_query_keys == PseudoQueryKeys::Skip;
     let student = |p: &DistillPassage| {
         p.keys
             .iter()
-            .filter(|k| !(skip_pseudo_queries && query.keys[k.key].view == View::PseudoQuery))
+            .filter(|k| settings.pseudo_query_keys.counts(query.keys[k.key].view))
             .map(|k| k.retrieval_score)
             .sum::<f64>()
     };
@@ -596,9 +602,7 @@ impl DistillObjective<'_> {
         let mut used: Vec<usize> = passages.iter().flat_map(|p| p.keys.iter().map(|k| k.key)).collect();
         used.sort_unstable();
         used.dedup();
-        if self.settings.pseudo_query_keys == PseudoQueryKeys::Skip {
-            used.retain(|&k| query.keys[k].view != View::PseudoQuery);
-        }
+        used.retain(|&k| self.settings.pseudo_query_keys.counts(query.keys[k].view));
         let mut log_probs: Vec<Tensor<1>> = Vec::new();
         let mut order: Vec<usize> = Vec::new();
         for (view_row, &view) in PROMPTS.iter().enumerate() {

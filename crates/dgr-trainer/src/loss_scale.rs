@@ -23,7 +23,7 @@ use serde::de::{self, Unexpected, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::engine::TrainError;
-use crate::rank_loss::{RankLoss, RankLossConfig, RankLossKind, target_order};
+use crate::rank_loss::{RankLoss, RankLossConfig, stated_pairs, target_order};
 
 /// A margin or temperature as configured: a number on the scores' scale, or `"auto"`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -150,23 +150,17 @@ fn margins(
     let mut reduced = Vec::new();
     for list in lists {
         let order = target_order(&list.teacher, list.positive, config.kind);
-        let pinned = config.kind == RankLossKind::DistilledRanknet;
-        for i in 0..order.len() {
-            for j in i + 1..order.len() {
-                let (a, b) = (order[i], order[j]);
-                if !(list.teacher[a] > list.teacher[b] || (pinned && i == 0)) {
-                    continue;
-                }
-                measurement.pairs += 1;
-                let gap = list.student[a] - list.student[b];
-                if gap > 0.0 {
-                    measurement.agreeing += 1;
-                    let extra = (j - i - 1) as f64;
-                    reduced.push(match config.step_margin {
-                        ScoreScale::Given(n) => gap - extra * n,
-                        ScoreScale::Auto => gap / (1.0 + extra * ratio),
-                    });
-                }
+        let teacher: Vec<f64> = order.iter().map(|&i| list.teacher[i]).collect();
+        for (i, j) in stated_pairs(&teacher, config.kind) {
+            measurement.pairs += 1;
+            let gap = list.student[order[i]] - list.student[order[j]];
+            if gap > 0.0 {
+                measurement.agreeing += 1;
+                let extra = (j - i - 1) as f64;
+                reduced.push(match config.step_margin {
+                    ScoreScale::Given(n) => gap - extra * n,
+                    ScoreScale::Auto => gap / (1.0 + extra * ratio),
+                });
             }
         }
     }
@@ -185,7 +179,7 @@ fn margins(
 }
 
 /// The median gap between neighbouring scores of each list, over all lists (ties left out).
-pub fn neighbour_gap(lists: &[Vec<f64>]) -> Option<f64> {
+pub fn neighbour_gap<'a>(lists: impl IntoIterator<Item = &'a [f64]>) -> Option<f64> {
     let mut gaps = Vec::new();
     for scores in lists {
         let mut sorted: Vec<f64> = scores.iter().copied().filter(|v| v.is_finite()).collect();
@@ -195,10 +189,14 @@ pub fn neighbour_gap(lists: &[Vec<f64>]) -> Option<f64> {
     quantile(&gaps, 0.5)
 }
 
-fn temperature(scale: ScoreScale, which: &str, scores: Vec<Vec<f64>>) -> Result<f64, TrainError> {
+fn temperature<'a>(
+    scale: ScoreScale,
+    which: &str,
+    scores: impl IntoIterator<Item = &'a [f64]>,
+) -> Result<f64, TrainError> {
     match scale {
         ScoreScale::Given(value) => Ok(value),
-        ScoreScale::Auto => neighbour_gap(&scores).ok_or_else(|| {
+        ScoreScale::Auto => neighbour_gap(scores).ok_or_else(|| {
             TrainError::NoData(format!(
                 "train_distill.loss.{which}_temperature = \"auto\" is the median gap between neighbouring {which} \
                  scores, and every list's scores are tied: give it a number"
@@ -217,8 +215,8 @@ impl RankLossConfig {
     pub fn resolve(&self, lists: &[ScoredList]) -> Result<(RankLoss, ScaleMeasurement), TrainError> {
         let mut measurement = ScaleMeasurement { lists: lists.len(), ..ScaleMeasurement::default() };
         let (margin, step_margin) = margins(self, lists, &mut measurement)?;
-        let student = lists.iter().map(|l| l.student.clone()).collect();
-        let teacher = lists.iter().map(|l| l.teacher.clone()).collect();
+        let student = lists.iter().map(|l| l.student.as_slice());
+        let teacher = lists.iter().map(|l| l.teacher.as_slice());
         let loss = RankLoss {
             kind: self.kind,
             margin,

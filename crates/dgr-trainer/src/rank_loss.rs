@@ -129,6 +129,17 @@ pub fn target_order(teacher: &[f64], positive: usize, kind: RankLossKind) -> Vec
     rest
 }
 
+/// The pairs `i < j` of a list in target order (teacher scores `t` in that order) whose order
+/// the target states: the teacher orders them (`t_i > t_j`), or the positive is pinned first
+/// and `i = 0`. The step log's agreement and the `"auto"` margin count the same pairs.
+pub fn stated_pairs(t: &[f64], kind: RankLossKind) -> Vec<(usize, usize)> {
+    let pinned = kind == RankLossKind::DistilledRanknet;
+    (0..t.len())
+        .flat_map(|i| (i + 1..t.len()).map(move |j| (i, j)))
+        .filter(|&(i, j)| t[i] > t[j] || (pinned && i == 0))
+        .collect()
+}
+
 /// The loss of one list. `scores` (`[n]`, differentiable) and `teacher` are in candidate order;
 /// `positive` is the labelled positive's index there.
 pub fn list_loss(scores: Tensor<1>, teacher: &[f64], positive: usize, config: &RankLoss) -> ListLoss {
@@ -138,17 +149,9 @@ pub fn list_loss(scores: Tensor<1>, teacher: &[f64], positive: usize, config: &R
     let s = pick(&scores, &order);
     let t: Vec<f64> = order.iter().map(|&i| teacher[i]).collect();
     let values = host(&s);
-    let pinned = config.kind == RankLossKind::DistilledRanknet;
-    let stated = |i: usize, j: usize| t[i] > t[j] || (pinned && i == 0);
-    let (mut pairs, mut agreeing) = (0, 0);
-    for i in 0..n {
-        for j in i + 1..n {
-            if stated(i, j) {
-                pairs += 1;
-                agreeing += usize::from(values[i] > values[j]);
-            }
-        }
-    }
+    let stated = stated_pairs(&t, config.kind);
+    let pairs = stated.len();
+    let agreeing = stated.iter().filter(|&&(i, j)| values[i] > values[j]).count();
     let zero = || s.clone().sum() * 0.0;
     let (loss, violated) = match config.kind {
         RankLossKind::DistilledRanknet | RankLossKind::TeacherOrder => hinge(&s, config),
