@@ -49,6 +49,16 @@ fn stage2_report(dir: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(dir.join("job/stage2/queries.json")).unwrap()).unwrap()
 }
 
+/// The lines of `metrics.jsonl` of one kind (`qrels`: dev retrieval; `fixed-lists`).
+fn evaluations_of(dir: &Path, kind: &str) -> Vec<serde_json::Value> {
+    let metrics = std::fs::read_to_string(dir.join("job/metrics.jsonl")).unwrap();
+    metrics
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["kind"] == kind)
+        .collect()
+}
+
 fn stage2_steps(dir: &Path) -> Vec<serde_json::Value> {
     steps_logged(dir, "stage2")
 }
@@ -198,16 +208,27 @@ fn stage_two_trains_on_retrieved_candidates_resumes_after_kill_and_refuses_bad_i
     let gap = steps[0]["retrieval_score_gap"].as_f64().unwrap();
     assert!(gap < 1e-4, "student scores differ from retrieval's by {gap} (relative)");
     assert!(steps[11]["retrieval_score_gap"].as_f64().unwrap() > gap, "training moves the scores");
-    // Dev retrieval after steps 6 and 12, in metrics.jsonl.
-    let metrics = std::fs::read_to_string(t.join("job/metrics.jsonl")).unwrap();
-    let evaluations: Vec<serde_json::Value> = metrics.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert_eq!(evaluations.iter().map(|e| e["step"].as_u64().unwrap()).collect::<Vec<_>>(), vec![6, 12], "{metrics}");
+    // Dev retrieval after steps 6 and 12, and the fixed lists (the first 4 kept queries' first
+    // draws) before the first step and after steps 6 and 12, in metrics.jsonl.
+    let evaluations = evaluations_of(t, "qrels");
+    assert_eq!(evaluations.iter().map(|e| e["step"].as_u64().unwrap()).collect::<Vec<_>>(), vec![6, 12]);
     for e in &evaluations {
         assert_eq!(
             (e["stage"].as_str(), e["split"].as_str(), e["queries"].as_u64()),
             (Some("train-distill"), Some("dev"), Some(4))
         );
         assert!(e["metrics"]["recall@5"].as_f64().is_some_and(|r| (0.0..=1.0).contains(&r)), "{e}");
+    }
+    let fixed = evaluations_of(t, "fixed-lists");
+    assert_eq!(fixed.iter().map(|e| e["step"].as_u64().unwrap()).collect::<Vec<_>>(), vec![0, 6, 12]);
+    for e in &fixed {
+        assert_eq!(
+            (e["stage"].as_str(), e["split"].as_str(), e["queries"].as_u64()),
+            (Some("train-distill"), Some("train"), Some(4))
+        );
+        assert!(e["metrics"]["agreement"].as_f64().is_some_and(|a| (0.0..=1.0).contains(&a)), "{e}");
+        // Two lists of five passages a query: at most 2 x 10 pairs violated.
+        assert!(e["metrics"]["violated_pairs"].as_f64().is_some_and(|v| (0.0..=20.0).contains(&v)), "{e}");
     }
     std::fs::remove_file(t.join("job/metrics.jsonl")).unwrap();
     let straight = std::fs::read(t.join("job/stage2/weights/final/model.safetensors")).unwrap();
@@ -218,6 +239,7 @@ fn stage_two_trains_on_retrieved_candidates_resumes_after_kill_and_refuses_bad_i
     // (measured at its start), not a new measurement.
     let killed_at = kill_after_checkpoint(t, "train-distill", &[], "stage2", 6);
     assert!(killed_at < 12, "killed mid-run at step {killed_at}");
+    std::fs::remove_file(t.join("job/metrics.jsonl")).unwrap();
     let out =
         command(t, &["train-distill"]).env("DGR_TRAIN_DISTILL__LOSS__AUTO__MARGIN_QUANTILE", "0.9").output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -227,6 +249,10 @@ fn stage_two_trains_on_retrieved_candidates_resumes_after_kill_and_refuses_bad_i
     assert_eq!(report["loss"], measured, "the resumed run trains with the stored margins");
     let steps = stage2_steps(t);
     assert_eq!(steps.iter().map(|s| s["step"].as_u64().unwrap()).collect::<Vec<_>>(), (1..=12).collect::<Vec<_>>());
+    // The resumed run measures its fixed lists after its own steps only: the starting point is
+    // the first run's.
+    let fixed_steps: Vec<u64> = evaluations_of(t, "fixed-lists").iter().map(|e| e["step"].as_u64().unwrap()).collect();
+    assert_eq!(fixed_steps, vec![12]);
     let resumed = std::fs::read(t.join("job/stage2/weights/final/model.safetensors")).unwrap();
     assert!(straight == resumed, "the resumed run ends with other weights than the uninterrupted one");
 

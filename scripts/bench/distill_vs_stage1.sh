@@ -105,7 +105,7 @@ warmup_steps = $warmup
 checkpoint_every = $steps
 eval_every = 0
 TOML
-  [ -f "$exp/b/candidates/train/manifest.json" ] ||
+  [ -f "$exp/b/candidates/train/candidates.json" ] ||
     "$dgr" --config "$exp/b/config.toml" retrieve --split train --limit "$train_queries"
   [ -f "$exp/b/rank_lists/train/manifest.json" ] || "$dgr" --config "$exp/b/config.toml" teacher score --split train
   [ -f "$exp/b/stage2/weights/final/model.safetensors" ] || "$dgr" --config "$exp/b/config.toml" train-distill --fresh

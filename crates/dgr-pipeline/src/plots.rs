@@ -62,12 +62,22 @@ pub fn draw(job_dir: &Path, results: &JobResults) -> Result<Vec<PathBuf>> {
         written.push(path);
         if steps.iter().any(|s| s.measures.contains_key("violated_pairs")) {
             // Distillation at work: violated pairs fall while agreement with the teacher rises.
-            let violated = smoothed("violated pairs", &steps, |s| s.measures.get("violated_pairs").copied());
-            let agreement = smoothed("agreement", &steps, |s| s.measures.get("agreement").copied());
-            let panels = [
+            // Each step's lists are new draws; the fixed lists (at the evaluations) stay.
+            let drawn = "each step's lists (moving average)";
+            let violated = smoothed(drawn, &steps, |s| s.measures.get("violated_pairs").copied());
+            let agreement = smoothed(drawn, &steps, |s| s.measures.get("agreement").copied());
+            let mut panels = [
                 Panel::of(format!("{name}: pairs inside the margin or out of order"), "pairs per query", violated),
                 Panel::of(format!("{name}: pairs ordered as the teacher orders them"), "share of pairs", agreement),
             ];
+            let metrics = job_dir.join("metrics.jsonl");
+            for (panel, metric) in panels.iter_mut().zip(["violated_pairs", "agreement"]) {
+                if let Some(points) = training_evaluations(&metrics, "fixed-lists", metric)?.remove("train-distill") {
+                    panel
+                        .series
+                        .push(("fixed lists".to_string(), points.into_iter().map(|(s, v)| (s as f64, v)).collect()));
+                }
+            }
             let path = dir.join("stage2-violated-pairs.png");
             line_charts(&path, &panels)?;
             written.push(path);
@@ -116,22 +126,29 @@ fn smoothed(name: &str, steps: &[StepLog], value: impl Fn(&StepLog) -> Option<f6
 
 /// Dev R@5 (in percent) by step, one series per training stage, from `metrics.jsonl`.
 fn dev_recall(path: &Path) -> Result<Vec<Series>> {
-    let Some(text) = if_present(std::fs::read_to_string(path), path)? else { return Ok(Vec::new()) };
+    Ok(training_evaluations(path, "qrels", "recall@5")?
+        .into_iter()
+        .map(|(stage, points)| (stage, points.into_iter().map(|(s, r)| (s as f64, 100.0 * r)).collect()))
+        .collect())
+}
+
+/// `metric` by step in the evaluations of `kind` made during training (lines of `metrics.jsonl`
+/// with a step), per stage. A rerun's later line for the same step replaces the earlier one.
+fn training_evaluations(path: &Path, kind: &str, metric: &str) -> Result<BTreeMap<String, BTreeMap<u64, f64>>> {
+    let Some(text) = if_present(std::fs::read_to_string(path), path)? else { return Ok(BTreeMap::new()) };
     let mut by_stage: BTreeMap<String, BTreeMap<u64, f64>> = BTreeMap::new();
     for line in text.lines() {
         let Ok(row) = serde_json::from_str::<Value>(line) else { continue };
-        let (Some(stage), Some(step), Some(recall)) =
-            (row["stage"].as_str(), row["step"].as_u64(), row["metrics"]["recall@5"].as_f64())
+        let (Some(stage), Some(step), Some(value)) =
+            (row["stage"].as_str(), row["step"].as_u64(), row["metrics"][metric].as_f64())
         else {
             continue;
         };
-        // A rerun's later line for the same step replaces the earlier one.
-        by_stage.entry(stage.to_string()).or_default().insert(step, 100.0 * recall);
+        if row["kind"] == kind {
+            by_stage.entry(stage.to_string()).or_default().insert(step, value);
+        }
     }
-    Ok(by_stage
-        .into_iter()
-        .map(|(stage, points)| (stage, points.into_iter().map(|(s, r)| (s as f64, r)).collect()))
-        .collect())
+    Ok(by_stage)
 }
 
 /// One chart of a plot: lines over training steps.

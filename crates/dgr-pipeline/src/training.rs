@@ -7,12 +7,13 @@ use crate::error::{Context, Result};
 use dgr_core::import::sha256_file;
 use dgr_core::progress::{Progress, Unit};
 use dgr_model::student::{Student, StudentConfig};
-use dgr_trainer::checkpoint::RunIdentity;
+use dgr_trainer::checkpoint::{RunIdentity, latest_state};
 use dgr_trainer::engine::{EngineConfig, Objective, RunSetup, StepLog, TrainError, train};
 use tracing::info;
 
 use crate::config::Config;
 use crate::dev_eval::DevEvaluation;
+use crate::metrics::append_metrics;
 use crate::ranks::{Rank, RankPlace};
 
 /// One stage's run: `stage` names it in logs and `metrics.jsonl`.
@@ -42,10 +43,15 @@ pub fn run_stage(
     let evaluation = if leader { DevEvaluation::load(config, engine, stage)? } else { None };
     let setup =
         RunSetup { collective: rank.collective(), stop: Some(&rank.stop), ..RunSetup::new(out_dir, identity, fresh) };
+    let measures = leader && engine.eval_every > 0;
+    // The starting point of the fixed measure's curve, unless a checkpoint continues the run.
+    if measures && (fresh || latest_state(&out_dir.join("checkpoints")).is_none()) {
+        rank.outside_step(|| record_fixed_measure(config, stage, &*objective, &model, 0))?;
+    }
     if leader {
         progress.begin(stage, engine.steps, Unit::Items);
     }
-    let trained = train(model, model_config, objective, engine, setup, |step, model| {
+    let trained = train(model, model_config, objective, engine, setup, |step, model, objective| {
         rank.record(step);
         if !leader {
             return Ok(());
@@ -58,6 +64,10 @@ pub fn run_stage(
             rank.outside_step(|| evaluation.run(config, model, step.step))
                 .map_err(|e| TrainError::Input(format!("dev evaluation: {}", crate::error::report(&e))))?;
         }
+        if measures && engine.evaluation_due(step.step) {
+            rank.outside_step(|| record_fixed_measure(config, stage, objective, model, step.step))
+                .map_err(|e| TrainError::Input(format!("fixed measure: {}", crate::error::report(&e))))?;
+        }
         Ok(())
     });
     progress.finish();
@@ -66,6 +76,28 @@ pub fn run_stage(
         info!(step, "resumed from a checkpoint");
     }
     Ok(())
+}
+
+/// Appends the objective's measure of `model` on its fixed examples (after `step`) to
+/// `metrics.jsonl`, beside the dev evaluations, when it has one.
+fn record_fixed_measure(
+    config: &Config,
+    stage: &str,
+    objective: &impl Objective,
+    model: &Student,
+    step: u64,
+) -> Result<()> {
+    let Some(measure) = objective.fixed_measure(model)? else { return Ok(()) };
+    info!(step, kind = measure.kind, examples = measure.examples, metrics = ?measure.metrics, "{stage} fixed measure");
+    let line = serde_json::json!({
+        "stage": stage,
+        "step": step,
+        "split": "train",
+        "kind": measure.kind,
+        "queries": measure.examples,
+        "metrics": measure.metrics,
+    });
+    append_metrics(&config.job.dir.join("metrics.jsonl"), &[line])
 }
 
 /// The SHA-256 of a model directory's weights: what a run's checkpoints are tied to.

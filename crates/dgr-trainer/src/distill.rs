@@ -21,7 +21,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use burn::tensor::{Tensor, TensorData};
+use burn::module::Module;
+use burn::tensor::{Int, Tensor, TensorData};
 use dgr_core::candidates::QueryCandidates;
 use dgr_core::rank_lists::RankList;
 use dgr_core::views::View;
@@ -35,7 +36,7 @@ use rand::rngs::StdRng;
 use rand::seq::index::sample;
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{Example, LOSS_SCALES, Loss, NEGATIVE_POOLS, Objective, TrainError, stream};
+use crate::engine::{Example, FixedMeasure, LOSS_SCALES, Loss, NEGATIVE_POOLS, Objective, TrainError, stream};
 use crate::loss_scale::{ScaleMeasurement, ScoredList};
 use crate::pairs::{PairConfig, sample_spans};
 use crate::rank_loss::{RankLoss, RankLossConfig, list_loss};
@@ -132,6 +133,51 @@ pub struct DistillQuery {
     /// pos0's title and text (generation targets).
     title: String,
     body: String,
+    /// The lists its first step draws: where `"auto"` measures, and the fixed lists of
+    /// [`DistillObjective::fixed_measure`].
+    first_draw: Draw,
+}
+
+/// A step's draw for a query: the lists `[pos0, negatives]` and `[posR, negatives]`, the
+/// negatives being the stage-1 top one and `sampled_negatives` of the pool.
+#[derive(Debug, Clone, PartialEq)]
+struct Draw {
+    /// posR's index among the positives.
+    positive: usize,
+    /// Pool indices of the sampled negatives.
+    negatives: Vec<usize>,
+}
+
+impl Draw {
+    /// Draws from `rng` as a step does.
+    fn random(rng: &mut StdRng, positives: usize, pool: usize, sampled_negatives: usize) -> Draw {
+        let positive = rng.random_range(0..positives);
+        let negatives = sample(rng, pool, sampled_negatives.min(pool)).into_vec();
+        Draw { positive, negatives }
+    }
+}
+
+/// The passages of a draw's two lists, each once (pos0, posR unless it is pos0, the
+/// negatives), and each list as positions among them, its positive first.
+struct DrawnLists<'q> {
+    passages: Vec<&'q DistillPassage>,
+    lists: [Vec<usize>; 2],
+}
+
+impl DistillQuery {
+    fn lists(&self, draw: &Draw) -> DrawnLists<'_> {
+        let mut passages: Vec<&DistillPassage> = vec![&self.positives[0]];
+        if draw.positive != 0 {
+            passages.push(&self.positives[draw.positive]);
+        }
+        let first_negative = passages.len();
+        passages.push(&self.top_negative);
+        passages.extend(draw.negatives.iter().map(|&i| &self.pool[i]));
+        let negatives = first_negative..passages.len();
+        let list = |positive: usize| std::iter::once(positive).chain(negatives.clone()).collect::<Vec<usize>>();
+        let lists = [list(0), list(first_negative - 1)];
+        DrawnLists { passages, lists }
+    }
 }
 
 /// Why queries were left out, for the report.
@@ -194,7 +240,6 @@ pub struct Markers {
 
 /// A query that passes the filters the margin is not part of.
 struct Eligible {
-    row: usize,
     query: DistillQuery,
     /// Stage 1's score of pos0 minus that of the top negative.
     separation: f64,
@@ -254,6 +299,8 @@ impl DistillData {
                     list.passage_ids[pos0], list.query_id
                 )));
             };
+            let mut first = stream(settings.engine.seed, LOSS_SCALES, row as u64);
+            let first_draw = Draw::random(&mut first, positives.len(), pool.len(), settings.sampled_negatives);
             let query = DistillQuery {
                 query_id: list.query_id.clone(),
                 text: query.text.clone(),
@@ -263,9 +310,10 @@ impl DistillData {
                 keys,
                 title: target.title.clone(),
                 body: target.text.clone(),
+                first_draw,
             };
             let separation = list.candidate_scores[pos0] - list.candidate_scores[neg0];
-            eligible.push(Eligible { row, query, separation });
+            eligible.push(Eligible { query, separation });
         }
 
         if eligible.is_empty() {
@@ -274,7 +322,7 @@ impl DistillData {
         let (loss, scale_source) = match stored {
             Some(stored) if settings.loss.measures() => (settings.loss.with_stored(stored), ScaleSource::Checkpoint),
             _ => {
-                let lists: Vec<ScoredList> = eligible.iter().flat_map(|e| first_lists(e, settings)).collect();
+                let lists: Vec<ScoredList> = eligible.iter().flat_map(|e| first_lists(&e.query, settings)).collect();
                 let (loss, measurement) = settings.loss.resolve(&lists)?;
                 let source =
                     if settings.loss.measures() { ScaleSource::Measured(measurement) } else { ScaleSource::Given };
@@ -313,16 +361,10 @@ fn nothing_passes(counts: &FilterCounts, settings: &DistillConfig, margin: Optio
     ))
 }
 
-/// The two lists a step samples for a query (`[pos0, negatives]`, `[posR, negatives]`), drawn
-/// as the step draws them from a generator of the query's own, with the scores the student
-/// gives them before its first update: the sums of their keys' retrieval scores.
-fn first_lists(eligible: &Eligible, settings: &DistillConfig) -> [ScoredList; 2] {
-    let query = &eligible.query;
-    let mut rng = stream(settings.engine.seed, LOSS_SCALES, eligible.row as u64);
-    let pos_r = rng.random_range(0..query.positives.len());
-    let drawn = sample(&mut rng, query.pool.len(), settings.sampled_negatives.min(query.pool.len())).into_vec();
-    let negatives: Vec<&DistillPassage> =
-        std::iter::once(&query.top_negative).chain(drawn.iter().map(|&i| &query.pool[i])).collect();
+/// A query's first-step lists with the scores the student gives them before its first update:
+/// the sums of their keys' retrieval scores.
+fn first_lists(query: &DistillQuery, settings: &DistillConfig) -> [ScoredList; 2] {
+    let DrawnLists { passages, lists } = query.lists(&query.first_draw);
     let student = |p: &DistillPassage| {
         p.keys
             .iter()
@@ -330,13 +372,10 @@ fn first_lists(eligible: &Eligible, settings: &DistillConfig) -> [ScoredList; 2]
             .map(|k| k.retrieval_score)
             .sum::<f64>()
     };
-    [&query.positives[0], &query.positives[pos_r]].map(|positive| {
-        let entries: Vec<&DistillPassage> = std::iter::once(positive).chain(negatives.iter().copied()).collect();
-        ScoredList {
-            student: entries.iter().map(|p| student(p)).collect(),
-            teacher: entries.iter().map(|p| p.teacher_score).collect(),
-            positive: 0,
-        }
+    lists.map(|list| ScoredList {
+        student: list.iter().map(|&i| student(passages[i])).collect(),
+        teacher: list.iter().map(|&i| passages[i].teacher_score).collect(),
+        positive: 0,
     })
 }
 
@@ -475,20 +514,73 @@ impl Objective for DistillObjective<'_> {
         ]);
         Ok(Loss { loss: total, weight: n, measures })
     }
+
+    /// Agreement with the target order and violated pairs on fixed lists: the first-step draws
+    /// of the first `engine.eval_queries` kept queries (the lists `"auto"` measures). The step
+    /// log measures each step's own draw, which moves with the queries drawn; these lists stay,
+    /// so values at different steps compare.
+    fn fixed_measure(&self, model: &Student) -> Result<Option<FixedMeasure>, TrainError> {
+        let count = self.data.queries.len().min(self.settings.engine.eval_queries.max(1));
+        let queries = &self.data.queries[..count];
+        let model = model.valid();
+        let (mut pairs, mut agreeing, mut violated) = (0usize, 0usize, 0usize);
+        for query in queries {
+            let encoded = self.encode(&model, query)?;
+            let DrawnLists { passages, lists } = query.lists(&query.first_draw);
+            let (scores, _) = self.passage_scores(&model, query, &passages, &|r: usize| prompt_row(&encoded, r))?;
+            for list in &lists {
+                let teacher: Vec<f64> = list.iter().map(|&i| passages[i].teacher_score).collect();
+                let list = list_loss(pick(&scores, list), &teacher, 0, &self.data.loss);
+                pairs += list.pairs;
+                agreeing += list.agreeing;
+                violated += list.violated;
+            }
+        }
+        let agreement = if pairs > 0 { agreeing as f64 / pairs as f64 } else { 1.0 };
+        Ok(Some(FixedMeasure {
+            kind: "fixed-lists",
+            examples: count,
+            metrics: BTreeMap::from([
+                ("agreement", agreement),
+                ("violated_pairs", violated as f64 / count.max(1) as f64),
+            ]),
+        }))
+    }
+}
+
+/// Row `r` of a query encoded under several prompts.
+fn prompt_row(encoded: &EncodedSource, r: usize) -> EncodedSource {
+    EncodedSource { states: encoded.states.clone().slice(r..r + 1), mask: encoded.mask.clone().slice(r..r + 1) }
+}
+
+/// `scores[positions]`.
+fn pick(scores: &Tensor<1>, positions: &[usize]) -> Tensor<1> {
+    let index: Vec<i64> = positions.iter().map(|&i| i as i64).collect();
+    let count = index.len();
+    scores.clone().select(0, Tensor::<1, Int>::from_data(TensorData::new(index, [count]), &scores.device()))
 }
 
 impl DistillObjective<'_> {
+    /// The query encoded under each prompt a step needs: title and body (generation and key
+    /// scoring), and the pseudo-query prompt only when pseudo-query keys are scored.
+    fn encode(&self, model: &Student, query: &DistillQuery) -> Result<EncodedSource, TrainError> {
+        let scores_pseudo_queries = self.settings.pseudo_query_keys == PseudoQueryKeys::Score
+            && query.keys.iter().any(|k| k.view == View::PseudoQuery);
+        let views = if scores_pseudo_queries { &PROMPTS[..] } else { &PROMPTS[..2] };
+        let sources = views
+            .iter()
+            .map(|v| self.source_tokenizer.encode(&v.source(&query.text)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let input = batch(&sources, &model.device());
+        Ok(model.encode(&Source { ids: input.input_ids, mask: input.attention_mask }))
+    }
+
     fn query_loss(&self, model: &Student, item: usize, rng: &mut StdRng) -> Result<QueryLoss, TrainError> {
         let query = &self.data.queries[item];
         let settings = &self.settings;
         let device = model.device();
 
-        // The lists: [pos0, negatives] and [posR, negatives], negatives = the stage-1 top one
-        // and `sampled_negatives` of the pool.
-        let pos_r = rng.random_range(0..query.positives.len());
-        let drawn = sample(rng, query.pool.len(), settings.sampled_negatives.min(query.pool.len())).into_vec();
-        let mut negatives: Vec<&DistillPassage> = vec![&query.top_negative];
-        negatives.extend(drawn.iter().map(|&i| &query.pool[i]));
+        let draw = Draw::random(rng, query.positives.len(), query.pool.len(), settings.sampled_negatives);
         let span = sample_spans(
             &query.body,
             &query.text,
@@ -497,31 +589,13 @@ impl DistillObjective<'_> {
             rng,
         );
 
-        // One encoder pass over the query under each prompt it needs: title and body for the
-        // generation loss, the pseudo-query prompt only for pseudo-query keys.
         let started = std::time::Instant::now();
-        let scores_pseudo_queries = settings.pseudo_query_keys == PseudoQueryKeys::Score
-            && query.keys.iter().any(|k| k.view == View::PseudoQuery);
-        let views = if scores_pseudo_queries { &PROMPTS[..] } else { &PROMPTS[..2] };
-        let sources = views
-            .iter()
-            .map(|v| self.source_tokenizer.encode(&v.source(&query.text)))
-            .collect::<Result<Vec<_>, _>>()?;
-        let input = batch(&sources, &device);
-        let encoded = model.encode(&Source { ids: input.input_ids, mask: input.attention_mask });
-        let row = |r: usize| EncodedSource {
-            states: encoded.states.clone().slice(r..r + 1),
-            mask: encoded.mask.clone().slice(r..r + 1),
-        };
-
+        let encoded = self.encode(model, query)?;
+        let row = |r: usize| prompt_row(&encoded, r);
         let encoder_seconds = started.elapsed().as_secs_f64();
         // Student scores of the distinct passages of both lists.
         let started = std::time::Instant::now();
-        let mut passages: Vec<&DistillPassage> = vec![&query.positives[0]];
-        if pos_r != 0 {
-            passages.push(&query.positives[pos_r]);
-        }
-        passages.extend(negatives.iter().copied());
+        let DrawnLists { passages, lists } = query.lists(&draw);
         let (scores, retrieval) = self.passage_scores(model, query, &passages, &row)?;
         let key_scoring_seconds = started.elapsed().as_secs_f64();
         // How far the student's scores are from what retrieval gave the same keys: 0 up to
@@ -530,19 +604,11 @@ impl DistillObjective<'_> {
         let gap: f64 = student.iter().zip(&retrieval).map(|(&s, &r)| (f64::from(s) - r).abs()).sum();
         let retrieval_gap = gap / retrieval.iter().map(|r| r.abs()).sum::<f64>().max(1e-9);
         let started = std::time::Instant::now();
-        let count = passages.len();
-        let pick = |indices: &[usize]| {
-            let index: Vec<i64> = indices.iter().map(|&i| i as i64).collect();
-            let n = index.len();
-            scores.clone().select(0, Tensor::from_data(TensorData::new(index, [n]), &device))
-        };
-        let negatives_at: Vec<usize> = (count - negatives.len()..count).collect();
         let mut halves = Vec::with_capacity(2);
         let (mut violated, mut clean, mut pairs, mut agreeing) = (0, 0, 0, 0);
-        for positive_at in [0, if pos_r != 0 { 1 } else { 0 }] {
-            let indices: Vec<usize> = std::iter::once(positive_at).chain(negatives_at.iter().copied()).collect();
-            let teacher: Vec<f64> = indices.iter().map(|&i| passages[i].teacher_score).collect();
-            let list = list_loss(pick(&indices), &teacher, 0, &self.data.loss);
+        for list in &lists {
+            let teacher: Vec<f64> = list.iter().map(|&i| passages[i].teacher_score).collect();
+            let list = list_loss(pick(&scores, list), &teacher, 0, &self.data.loss);
             violated += list.violated;
             clean += usize::from(list.violated == 0);
             pairs += list.pairs;

@@ -151,6 +151,20 @@ pub trait Objective {
     fn examples(&self) -> usize;
     /// The loss of `examples` on `model`.
     fn loss(&mut self, model: &Student, examples: &mut [Example]) -> Result<Loss, TrainError>;
+    /// The objective's own measure of `model` on examples that stay the same through a run, so
+    /// that measures taken at different steps compare; `None` when it has none.
+    fn fixed_measure(&self, _model: &Student) -> Result<Option<FixedMeasure>, TrainError> {
+        Ok(None)
+    }
+}
+
+/// What [`Objective::fixed_measure`] found: its kind, how many examples it looked at, and the
+/// values.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FixedMeasure {
+    pub kind: &'static str,
+    pub examples: usize,
+    pub metrics: BTreeMap<&'static str, f64>,
 }
 
 /// One optimisation step, as logged (`train_log.jsonl`).
@@ -255,14 +269,14 @@ pub fn stream(seed: u64, purpose: u64, n: u64) -> StdRng {
 /// JSON line per step to `train_log.jsonl` (lines of steps after the resumed checkpoint are
 /// dropped first), checkpoints every `checkpoint_every` steps, at the end and when asked to
 /// stop, and saves `weights/final`; on several ranks, rank 0 writes all of these. `on_step`
-/// sees each step and the model after it.
-pub fn train(
+/// sees each step, the model after it and the objective.
+pub fn train<O: Objective>(
     mut model: Student,
     model_config: &StudentConfig,
-    objective: &mut impl Objective,
+    objective: &mut O,
     config: &EngineConfig,
     setup: RunSetup,
-    mut on_step: impl FnMut(&StepLog, &Student) -> Result<(), TrainError>,
+    mut on_step: impl FnMut(&StepLog, &Student, &O) -> Result<(), TrainError>,
 ) -> Result<Trained, TrainError> {
     let examples = objective.examples();
     if examples == 0 {
@@ -377,7 +391,7 @@ pub fn train(
                 "checkpoint written"
             );
         }
-        on_step(&entry, &model)?;
+        on_step(&entry, &model, objective)?;
         if stop_requested && step < config.steps {
             info!(step, "stopping as asked; the run resumes from this step's checkpoint");
             stopped_at = Some(step);

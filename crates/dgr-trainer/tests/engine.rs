@@ -135,7 +135,7 @@ fn run(
     let mut objective = GenerationObjective::new(&f.pairs, &f.source, &f.target, 0, 0.1).unwrap();
     let setup = RunSetup::new(dir, identity("wiki-vital"), false);
     let mut seen = Vec::new();
-    let result = train(model, &model_config, &mut objective, config, setup, |step, _| {
+    let result = train(model, &model_config, &mut objective, config, setup, |step, _, _| {
         seen.push(step.clone());
         match stop_after {
             Some(last) if step.step == last => Err(TrainError::Input("stopped".into())),
@@ -228,7 +228,7 @@ fn checkpoints_of_other_inputs_or_another_model_are_refused() {
     let mut objective = GenerationObjective::new(&f.pairs, &f.source, &f.target, 0, 0.1).unwrap();
     let (model, model_config) = tiny_student(32, 1);
     let setup = RunSetup::new(&dir, identity("msmarco"), false);
-    let error = train(model, &model_config, &mut objective, &engine(4), setup, |_, _| Ok(())).err().unwrap();
+    let error = train(model, &model_config, &mut objective, &engine(4), setup, |_, _, _| Ok(())).err().unwrap();
     let message = error.to_string();
     assert!(matches!(error, TrainError::Checkpoint(CheckpointError::Mismatch { .. })), "{message}");
     assert!(message.contains("input `pairs` was wiki-vital and is now msmarco"), "{message}");
@@ -236,13 +236,13 @@ fn checkpoints_of_other_inputs_or_another_model_are_refused() {
     let (wider, wider_config) = tiny_student(64, 1);
     let setup = RunSetup::new(&dir, identity("wiki-vital"), false);
     let message =
-        train(wider, &wider_config, &mut objective, &engine(4), setup, |_, _| Ok(())).err().unwrap().to_string();
+        train(wider, &wider_config, &mut objective, &engine(4), setup, |_, _, _| Ok(())).err().unwrap().to_string();
     assert!(message.contains("has shape") && message.contains("--fresh"), "{message}");
 
     // --fresh starts over.
     let (model, model_config) = tiny_student(64, 1);
     let setup = RunSetup::new(&dir, identity("wiki-vital"), true);
-    let trained = train(model, &model_config, &mut objective, &engine(2), setup, |_, _| Ok(())).unwrap();
+    let trained = train(model, &model_config, &mut objective, &engine(2), setup, |_, _, _| Ok(())).unwrap();
     assert!(trained.resumed_from.is_none());
 }
 
@@ -288,7 +288,7 @@ fn run_ranks(
                         ..RunSetup::new(dir, identity("wiki-vital"), false)
                     };
                     let mut seen = Vec::new();
-                    let trained = train(model, &model_config, &mut objective, config, setup, |step, _| {
+                    let trained = train(model, &model_config, &mut objective, config, setup, |step, _, _| {
                         seen.push(step.clone());
                         Ok(())
                     })

@@ -52,7 +52,7 @@ fn titles_are_learned_and_weights_are_saved_loadable() {
     let mut seen: Vec<StepLog> = Vec::new();
     let mut objective = GenerationObjective::new(&pairs, &source_tokenizer, &target_tokenizer, 0, 0.0).unwrap();
     let setup = RunSetup::new(&out, RunIdentity::default(), false);
-    train(model, &model_config, &mut objective, &config(12), setup, |s, _| {
+    train(model, &model_config, &mut objective, &config(12), setup, |s, _, _| {
         seen.push(s.clone());
         Ok(())
     })
@@ -136,10 +136,17 @@ fn a_bart_student_learns_titles_and_is_saved_as_bart() {
     let out = tmp.path().join("stage1");
     let mut losses = Vec::new();
     let engine = EngineConfig { learning_rate: 3e-3, ..config(16) };
-    train(model, &model_config, &mut objective, &engine, RunSetup::new(&out, RunIdentity::default(), false), |s, _| {
-        losses.push(s.loss);
-        Ok(())
-    })
+    train(
+        model,
+        &model_config,
+        &mut objective,
+        &engine,
+        RunSetup::new(&out, RunIdentity::default(), false),
+        |s, _, _| {
+            losses.push(s.loss);
+            Ok(())
+        },
+    )
     .unwrap();
     let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len() as f64;
     assert!(mean(&losses[12..]) < 0.8 * mean(&losses[..4]), "loss should fall: {losses:?}");
