@@ -22,7 +22,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use burn::module::Module;
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{Tensor, TensorData};
 use dgr_core::candidates::QueryCandidates;
 use dgr_core::rank_lists::RankList;
 use dgr_core::views::View;
@@ -39,7 +39,7 @@ use serde::{Deserialize, Serialize};
 use crate::engine::{Example, FixedMeasure, LOSS_SCALES, Loss, NEGATIVE_POOLS, Objective, TrainError, stream};
 use crate::loss_scale::{ScaleMeasurement, ScoredList};
 use crate::pairs::{PairConfig, sample_spans};
-use crate::rank_loss::{RankLoss, RankLossConfig, list_loss};
+use crate::rank_loss::{ListLoss, RankLoss, RankLossConfig, list_loss, pick};
 
 /// How pseudo-query keys count in a passage's student score.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -526,11 +526,10 @@ impl Objective for DistillObjective<'_> {
         let (mut pairs, mut agreeing, mut violated) = (0usize, 0usize, 0usize);
         for query in queries {
             let encoded = self.encode(&model, query)?;
-            let DrawnLists { passages, lists } = query.lists(&query.first_draw);
-            let (scores, _) = self.passage_scores(&model, query, &passages, &|r: usize| prompt_row(&encoded, r))?;
-            for list in &lists {
-                let teacher: Vec<f64> = list.iter().map(|&i| passages[i].teacher_score).collect();
-                let list = list_loss(pick(&scores, list), &teacher, 0, &self.data.loss);
+            let drawn = query.lists(&query.first_draw);
+            let (scores, _) =
+                self.passage_scores(&model, query, &drawn.passages, &|r: usize| prompt_row(&encoded, r))?;
+            for list in self.list_losses(&scores, &drawn) {
                 pairs += list.pairs;
                 agreeing += list.agreeing;
                 violated += list.violated;
@@ -553,13 +552,6 @@ fn prompt_row(encoded: &EncodedSource, r: usize) -> EncodedSource {
     EncodedSource { states: encoded.states.clone().slice(r..r + 1), mask: encoded.mask.clone().slice(r..r + 1) }
 }
 
-/// `scores[positions]`.
-fn pick(scores: &Tensor<1>, positions: &[usize]) -> Tensor<1> {
-    let index: Vec<i64> = positions.iter().map(|&i| i as i64).collect();
-    let count = index.len();
-    scores.clone().select(0, Tensor::<1, Int>::from_data(TensorData::new(index, [count]), &scores.device()))
-}
-
 impl DistillObjective<'_> {
     /// The query encoded under each prompt a step needs: title and body (generation and key
     /// scoring), and the pseudo-query prompt only when pseudo-query keys are scored.
@@ -573,6 +565,14 @@ impl DistillObjective<'_> {
             .collect::<Result<Vec<_>, _>>()?;
         let input = batch(&sources, &model.device());
         Ok(model.encode(&Source { ids: input.input_ids, mask: input.attention_mask }))
+    }
+
+    /// The ranking loss of each of a draw's two lists, from the scores of its passages.
+    fn list_losses(&self, scores: &Tensor<1>, drawn: &DrawnLists) -> [ListLoss; 2] {
+        drawn.lists.each_ref().map(|list| {
+            let teacher: Vec<f64> = list.iter().map(|&i| drawn.passages[i].teacher_score).collect();
+            list_loss(pick(scores, list), &teacher, 0, &self.data.loss)
+        })
     }
 
     fn query_loss(&self, model: &Student, item: usize, rng: &mut StdRng) -> Result<QueryLoss, TrainError> {
@@ -595,8 +595,8 @@ impl DistillObjective<'_> {
         let encoder_seconds = started.elapsed().as_secs_f64();
         // Student scores of the distinct passages of both lists.
         let started = std::time::Instant::now();
-        let DrawnLists { passages, lists } = query.lists(&draw);
-        let (scores, retrieval) = self.passage_scores(model, query, &passages, &row)?;
+        let drawn = query.lists(&draw);
+        let (scores, retrieval) = self.passage_scores(model, query, &drawn.passages, &row)?;
         let key_scoring_seconds = started.elapsed().as_secs_f64();
         // How far the student's scores are from what retrieval gave the same keys: 0 up to
         // float error while the student is the one that retrieved the candidates.
@@ -606,9 +606,7 @@ impl DistillObjective<'_> {
         let started = std::time::Instant::now();
         let mut halves = Vec::with_capacity(2);
         let (mut violated, mut clean, mut pairs, mut agreeing) = (0, 0, 0, 0);
-        for list in &lists {
-            let teacher: Vec<f64> = list.iter().map(|&i| passages[i].teacher_score).collect();
-            let list = list_loss(pick(&scores, list), &teacher, 0, &self.data.loss);
+        for list in self.list_losses(&scores, &drawn) {
             violated += list.violated;
             clean += usize::from(list.violated == 0);
             pairs += list.pairs;

@@ -244,7 +244,7 @@ fn lambda_loss(s: &Tensor<1>, values: &[f32], config: &RankLoss) -> Tensor<1> {
 }
 
 /// `s[positions]` (positions may repeat).
-fn pick(s: &Tensor<1>, positions: &[usize]) -> Tensor<1> {
+pub(crate) fn pick(s: &Tensor<1>, positions: &[usize]) -> Tensor<1> {
     let index: Vec<i64> = positions.iter().map(|&i| i as i64).collect();
     let count = index.len();
     s.clone().select(0, Tensor::<1, Int>::from_data(TensorData::new(index, [count]), &s.device()))
