@@ -266,7 +266,7 @@ fn train_gen_trains_the_student_on_the_prepared_train_split() {
 
     ok(t, &["--config", "job.toml", "prepare"]);
     let (_, stderr) = ok(t, &["--config", "job.toml", "train-gen"]);
-    assert!(stderr.contains("built stage-1 training pairs"), "{stderr}");
+    assert!(stderr.contains("stage-1 training pairs, each drawn when a step takes it pairs=62 judged=31"), "{stderr}");
     assert!(stderr.contains("warm-starting a BERT2BERT student from BERT"), "{stderr}");
     let log = std::fs::read_to_string(t.join("job/stage1/train_log.jsonl")).unwrap();
     assert_eq!(log.lines().count(), 3);
@@ -279,18 +279,28 @@ fn train_gen_trains_the_student_on_the_prepared_train_split() {
 
     // Over-long pairs: cut with a warning by default, refused under `overlong = "error"`, and
     // limits beyond the position table are refused before any work.
+    // Pairs are drawn when a step takes them, so these runs take a step of their own (a job of
+    // their own, sharing the prepared data).
     let with = |extra: &str| {
-        let edited = std::fs::read_to_string(t.join("job.toml")).unwrap().replace("engine.steps = 3\n", extra);
+        let edited = std::fs::read_to_string(t.join("job.toml"))
+            .unwrap()
+            .replace("engine.steps = 3\n", extra)
+            .replace("dir = \"job\"", "dir = \"job-cut\"");
         std::fs::write(t.join("edited.toml"), edited).unwrap();
     };
+    std::fs::create_dir_all(t.join("job-cut")).unwrap();
+    std::os::unix::fs::symlink(t.join("job/data"), t.join("job-cut/data")).unwrap();
     with("engine.steps = 1\nmax_source_tokens = 6\n");
-    let (_, stderr) = ok(t, &["--config", "edited.toml", "train-gen"]);
+    let (_, stderr) = ok(t, &["--config", "edited.toml", "train-gen", "--fresh"]);
     assert!(
-        stderr.contains("training pairs truncated to the token limits") && stderr.contains("source_limit=6"),
+        stderr.contains("training pairs are cut to the token limits") && stderr.contains("source_limit=6"),
         "{stderr}"
     );
+    let step: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(t.join("job-cut/stage1/train_log.jsonl")).unwrap()).unwrap();
+    assert!(step["truncated"].as_f64().is_some_and(|share| share > 0.0 && share <= 1.0), "{step}");
     with("engine.steps = 1\nmax_source_tokens = 6\noverlong = \"error\"\n");
-    let stderr = fails(t, &["--config", "edited.toml", "train-gen"]);
+    let stderr = fails(t, &["--config", "edited.toml", "train-gen", "--fresh"]);
     assert!(stderr.contains("longer than 6 tokens"), "{stderr}");
     // A saved student continues training: its weights load as they are (no warm start).
     let saved = t.join("job/stage1/weights/final");

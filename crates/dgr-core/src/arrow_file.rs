@@ -171,6 +171,86 @@ impl<T: ArrowRecord> RecordReader<T> {
     }
 }
 
+/// Random access to the rows of a record file: a row is read from the one record batch that
+/// holds it, so memory stays at one batch whatever the file's size (stage 1 draws passages of
+/// the whole corpus in a shuffled order). The most recently read batch is kept for its
+/// neighbours.
+pub struct RowReader<T: ArrowRecord> {
+    path: PathBuf,
+    reader: FileReader<File>,
+    /// The file row of each batch's first row, and the row count at the end.
+    batch_starts: Vec<u64>,
+    cached: Option<(usize, RecordBatch)>,
+    _record: PhantomData<T>,
+}
+
+impl<T: ArrowRecord> RowReader<T> {
+    /// Opens `path` for row reads; `batch_rows` holds the rows of each batch in file order, as a
+    /// pass over the file with [`RecordReader`] counts them.
+    pub fn open(path: &Path, batch_rows: &[u64]) -> Result<Self> {
+        let records = RecordReader::<T>::open(path)?;
+        if records.num_batches() != batch_rows.len() {
+            return Err(Error::format(
+                path,
+                format!(
+                    "has {} record batches, {} were counted: the file changed while in use",
+                    records.num_batches(),
+                    batch_rows.len()
+                ),
+            ));
+        }
+        let batch_starts = std::iter::once(0)
+            .chain(batch_rows.iter().scan(0u64, |total, &rows| {
+                *total += rows;
+                Some(*total)
+            }))
+            .collect();
+        Ok(RowReader {
+            path: path.to_path_buf(),
+            reader: records.reader,
+            batch_starts,
+            cached: None,
+            _record: PhantomData,
+        })
+    }
+
+    /// Rows in the file.
+    pub fn rows(&self) -> u64 {
+        self.batch_starts.last().copied().unwrap_or(0)
+    }
+
+    /// The record at file row `row` (0-based).
+    pub fn get(&mut self, row: u64) -> Result<T> {
+        if row >= self.rows() {
+            return Err(Error::format(&self.path, format!("has {} rows, row {row} was asked for", self.rows())));
+        }
+        // The last batch whose first row is at or before `row`.
+        let index = self.batch_starts.partition_point(|&start| start <= row) - 1;
+        let batch = match &self.cached {
+            Some((cached, batch)) if *cached == index => batch,
+            _ => {
+                self.reader.set_index(index).map_err(|e| Error::arrow(&self.path, e))?;
+                let batch = match self.reader.next() {
+                    Some(Ok(batch)) => batch,
+                    Some(Err(e)) => return Err(Error::arrow(&self.path, e)),
+                    None => return Err(Error::format(&self.path, format!("record batch {index} is missing"))),
+                };
+                let expected = self.batch_starts[index + 1] - self.batch_starts[index];
+                if batch.num_rows() as u64 != expected {
+                    return Err(Error::format(
+                        &self.path,
+                        format!("record batch {index} has {} rows, {expected} were counted", batch.num_rows()),
+                    ));
+                }
+                &self.cached.insert((index, batch)).1
+            }
+        };
+        let offset = row - self.batch_starts[index];
+        let mut records = T::from_batch(&batch.slice(offset as usize, 1), &self.path, row)?;
+        records.pop().ok_or_else(|| Error::format(&self.path, format!("row {row} could not be read")))
+    }
+}
+
 /// Reads a whole file of records.
 pub fn read_records<T: ArrowRecord>(path: &Path) -> Result<Vec<T>> {
     RecordReader::<T>::open(path)?.read_all()

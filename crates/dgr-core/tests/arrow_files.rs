@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use dgr_core::arrow_file::{FORMAT_KEY, RecordReader, VERSION_KEY, read_records, write_records};
+use dgr_core::arrow_file::{FORMAT_KEY, RecordReader, RowReader, VERSION_KEY, read_records, write_records};
 use dgr_core::{Error, Passage, Query};
 
 fn passages() -> Vec<Passage> {
@@ -31,6 +31,34 @@ fn corpus_round_trips_across_batches_with_metadata() {
     // Nothing but the file itself is left in the directory (the temporary was renamed).
     let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(names, vec![std::ffi::OsString::from("corpus.arrow")]);
+}
+
+#[test]
+fn rows_are_read_one_at_a_time_in_any_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("corpus.arrow");
+    write_records(&path, &[], passages()).unwrap();
+    let mut reader = RecordReader::<Passage>::open(&path).unwrap();
+    let mut batch_rows = Vec::new();
+    while let Some(batch) = reader.next_batch().unwrap() {
+        batch_rows.push(batch.len() as u64);
+    }
+    assert!(batch_rows.len() > 1);
+    let expected = passages();
+    let mut rows = RowReader::<Passage>::open(&path, &batch_rows).unwrap();
+    assert_eq!(rows.rows(), 10_000);
+    // Batch ends and starts, back and forth, and every 7th row.
+    let first_of_second = batch_rows[0];
+    for row in [0, 9_999, first_of_second - 1, first_of_second, 1, first_of_second + 1]
+        .into_iter()
+        .chain((0..10_000).step_by(7))
+    {
+        assert_eq!(rows.get(row).unwrap(), expected[row as usize], "row {row}");
+    }
+    let message = rows.get(10_000).unwrap_err().to_string();
+    assert!(message.contains("has 10000 rows, row 10000 was asked for"), "{message}");
+    let message = RowReader::<Passage>::open(&path, &[10_000]).err().unwrap().to_string();
+    assert!(message.contains("record batches") && message.contains("1 were counted"), "{message}");
 }
 
 #[test]

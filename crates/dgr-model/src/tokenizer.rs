@@ -10,6 +10,7 @@ use tokenizers::{PaddingParams, Tokenizer, TruncationParams};
 use crate::bert::EncoderInput;
 use crate::error::{ModelError, Result};
 
+#[derive(Clone)]
 pub struct TextTokenizer {
     inner: Tokenizer,
     max_length: usize,

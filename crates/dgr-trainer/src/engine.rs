@@ -25,10 +25,11 @@ use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams};
 use burn::tensor::Tensor;
 use dgr_collective::{Collective, CollectiveError, Solo};
 use dgr_model::student::{Student, StudentConfig};
+use rand::RngCore;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
+use smallperm::Permutation;
 use tracing::info;
 
 use crate::checkpoint::{CheckpointError, Cursor, RunIdentity, restore_latest, write_checkpoint};
@@ -213,11 +214,13 @@ pub struct Trained {
     pub stopped_at: Option<u64>,
 }
 
-/// The permutation of each epoch, remade on demand from `(seed, epoch)`.
+/// The order of each epoch: a keyed pseudo-random permutation of the examples (a Feistel
+/// network keyed by `(seed, epoch)`), computed per position, so no order is held in memory
+/// however many examples there are.
 struct DataOrder {
     seed: u64,
     examples: usize,
-    epoch: Option<(u64, Vec<usize>)>,
+    epoch: Option<(u64, Permutation)>,
 }
 
 impl DataOrder {
@@ -232,16 +235,22 @@ impl DataOrder {
             let permutation = match &self.epoch {
                 Some((epoch, permutation)) if *epoch == cursor.epoch => permutation,
                 _ => {
-                    let mut permutation: Vec<usize> = (0..self.examples).collect();
-                    permutation.shuffle(&mut stream(self.seed, DATA_ORDER, cursor.epoch));
-                    &self.epoch.insert((cursor.epoch, permutation)).1
+                    let key = stream(self.seed, DATA_ORDER, cursor.epoch).next_u64();
+                    &self.epoch.insert((cursor.epoch, Permutation::new(self.examples as u128, key))).1
                 }
             };
-            items.push((permutation[cursor.position as usize], cursor.epoch << 32 | cursor.position));
+            let example = permutation.get(u128::from(cursor.position)).unwrap_or_default() as usize;
+            items.push((example, cursor.epoch << 32 | cursor.position));
             cursor.position += 1;
         }
         items
     }
+}
+
+/// Example `position` of epoch `epoch` in the data order of `examples` examples.
+pub fn example_at(seed: u64, examples: usize, epoch: u64, position: u64) -> usize {
+    let mut order = DataOrder { seed, examples, epoch: None };
+    order.take(&mut Cursor { epoch, position }, 1)[0].0
 }
 
 // Purposes of `stream`, in one place so that no two draw the same numbers.
@@ -252,6 +261,8 @@ const EXAMPLE_DRAWS: u64 = 2;
 pub const NEGATIVE_POOLS: u64 = 3;
 /// Stage 2's lists that `"auto"` margins and temperatures are measured on, one draw per query.
 pub const LOSS_SCALES: u64 = 4;
+/// Stage 1's pairs, one draw per numbered pair.
+pub const PAIR_DRAWS: u64 = 5;
 
 /// An independent generator for `(seed, purpose, n)`.
 pub fn stream(seed: u64, purpose: u64, n: u64) -> StdRng {
@@ -281,6 +292,10 @@ pub fn train<O: Objective>(
     let examples = objective.examples();
     if examples == 0 {
         return Err(TrainError::NoData("no training examples".into()));
+    }
+    if examples as u64 > u64::from(u32::MAX) {
+        // A place in the data order is `epoch << 32 | position`.
+        return Err(TrainError::Input(format!("{examples} examples: at most {} fit one epoch's order", u32::MAX)));
     }
     let RunSetup { out_dir, identity, fresh, mut collective, stop } = setup;
     let (rank, world) = (collective.rank(), collective.world_size());

@@ -3,6 +3,7 @@
 //! - [`pairs`]: stage-1 training pairs of the MINDER-style generative retriever (method §1):
 //!   for each (query, relevant passage), identifier targets in three views (title, body span,
 //!   pseudo-query) behind view prompts, plus unsupervised pairs built from the corpus itself;
+//! - [`pair_space`]: every pair of a stage-1 run numbered, each drawn when a step asks for it;
 //! - [`engine`]: the loop both stages run on (data order, accumulation, clipping, AdamW with
 //!   warmup and linear decay, step log, checkpoints, exact resume);
 //! - [`checkpoint`]: checkpoint directories, their manifest and checks;
@@ -19,6 +20,7 @@ pub mod data_parallel;
 pub mod distill;
 pub mod engine;
 pub mod loss_scale;
+pub mod pair_space;
 pub mod pairs;
 pub mod rank_loss;
 pub mod stage1;

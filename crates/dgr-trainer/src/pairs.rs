@@ -18,13 +18,17 @@
 //! span → the title or the title → a span; `span_pairs` span → another span; and each
 //! pseudo-query → the title (MINDER). Target spans that start with a stop word, end a sentence
 //! (`.?!`) or open a bracket are drawn again; a `lowercase_sources` share of the sources is
-//! lower-cased. Sampling is seeded: the same inputs and seed give the same pairs.
+//! lower-cased.
+//!
+//! A (query, passage) or a passage alone is a unit of pairs, and each pair has a fixed slot in
+//! its unit, so that [`crate::pair_space`] can number all pairs of a run and draw any one of
+//! them alone, from the generator of its place in the data order.
 
 use std::collections::HashSet;
 
-use dgr_core::{Passage, Query};
+use dgr_core::Passage;
+use rand::Rng;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 
 use dgr_core::views::END_MARK;
 pub use dgr_core::views::View;
@@ -135,32 +139,79 @@ pub fn sample_spans(text: &str, context: &str, count: usize, config: &PairConfig
         .collect()
 }
 
-/// Pairs for one (query text, relevant passage).
+/// What a passage offers pairs of: a title, words, and how many pseudo-queries. A unit's
+/// pair count follows from it alone, so a pass over the corpus that keeps two bytes per passage
+/// is enough to number every pair of a run ([`crate::pair_space`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shape(u16);
+
+impl Shape {
+    const TITLE: u16 = 1;
+    const WORDS: u16 = 2;
+    /// Pseudo-query counts above this are stored as this (far more than any count setting).
+    const MAX_PSEUDO_QUERIES: usize = (u16::MAX >> 2) as usize;
+
+    pub fn of(passage: &Passage) -> Shape {
+        let flags = u16::from(!passage.title.trim().is_empty()) * Shape::TITLE
+            | u16::from(passage.text.split_whitespace().next().is_some()) * Shape::WORDS;
+        Shape(flags | (passage.pseudo_queries.len().min(Shape::MAX_PSEUDO_QUERIES) as u16) << 2)
+    }
+
+    fn title(self) -> bool {
+        self.0 & Shape::TITLE != 0
+    }
+
+    fn words(self) -> bool {
+        self.0 & Shape::WORDS != 0
+    }
+
+    fn pseudo_queries(self) -> usize {
+        usize::from(self.0 >> 2)
+    }
+}
+
+/// The kinds of a supervised unit's pairs, in slot order, and how many of each.
+fn supervised_counts(shape: Shape, config: &PairConfig) -> [usize; 3] {
+    [
+        if shape.title() { config.titles } else { 0 },
+        if shape.words() { config.spans } else { 0 },
+        if shape.pseudo_queries() > 0 { config.pseudo_queries } else { 0 },
+    ]
+}
+
+/// Pairs of one (query, relevant passage).
+pub fn supervised_slots(shape: Shape, config: &PairConfig) -> u64 {
+    supervised_counts(shape, config).iter().sum::<usize>() as u64
+}
+
+/// Pair `slot` of one (query text, relevant passage) (`slot < supervised_slots`): the title
+/// pairs, then the body spans, then the pseudo-query pairs.
+pub fn supervised_pair(
+    query: &str,
+    passage: &Passage,
+    slot: u64,
+    config: &PairConfig,
+    rng: &mut StdRng,
+) -> TrainingPair {
+    let [titles, spans, _] = supervised_counts(Shape::of(passage), config);
+    let slot = slot as usize;
+    if slot < titles {
+        TrainingPair { source: source(query, View::Title), target: closed(&passage.title), view: View::Title }
+    } else if slot < titles + spans {
+        let span = sample_spans(&passage.text, query, 1, config, rng).pop().unwrap_or_default();
+        TrainingPair { source: source(query, View::Body), target: span, view: View::Body }
+    } else {
+        let pqs = &passage.pseudo_queries;
+        let pq = if pqs.is_empty() { "" } else { &pqs[rng.random_range(0..pqs.len())] };
+        TrainingPair { source: source(query, View::PseudoQuery), target: closed(pq), view: View::PseudoQuery }
+    }
+}
+
+/// All pairs of one (query text, relevant passage), each slot drawn in turn from `rng`.
 pub fn supervised_pairs(query: &str, passage: &Passage, config: &PairConfig, rng: &mut StdRng) -> Vec<TrainingPair> {
-    let mut pairs = Vec::new();
-    if !passage.title.trim().is_empty() {
-        for _ in 0..config.titles {
-            pairs.push(TrainingPair {
-                source: source(query, View::Title),
-                target: closed(&passage.title),
-                view: View::Title,
-            });
-        }
-    }
-    for span in sample_spans(&passage.text, query, config.spans, config, rng) {
-        pairs.push(TrainingPair { source: source(query, View::Body), target: span, view: View::Body });
-    }
-    if !passage.pseudo_queries.is_empty() {
-        for _ in 0..config.pseudo_queries {
-            let pq = &passage.pseudo_queries[rng.random_range(0..passage.pseudo_queries.len())];
-            pairs.push(TrainingPair {
-                source: source(query, View::PseudoQuery),
-                target: closed(pq),
-                view: View::PseudoQuery,
-            });
-        }
-    }
-    pairs
+    (0..supervised_slots(Shape::of(passage), config))
+        .map(|slot| supervised_pair(query, passage, slot, config, rng))
+        .collect()
 }
 
 /// Words a target span may not start with (SEAL's list of English stop words).
@@ -314,69 +365,50 @@ fn random_span(text: &[&str], words: usize, target: bool, rng: &mut StdRng) -> S
     span
 }
 
-/// Pairs from a passage alone (SEAL's indexing pairs, see the module documentation).
-pub fn unsupervised_pairs(passage: &Passage, config: &PairConfig, rng: &mut StdRng) -> Vec<TrainingPair> {
-    let mut pairs = Vec::new();
-    let text = words(&passage.text);
-    let title = passage.title.trim();
-    let mut push = |source: &str, target: String, view: View, rng: &mut StdRng| {
-        let source =
-            if rng.random::<f64>() < config.lowercase_sources { source.to_lowercase() } else { source.to_string() };
-        pairs.push(TrainingPair { source: view.source(&source), target, view });
-    };
-    if !title.is_empty() && !text.is_empty() {
-        for _ in 0..config.passage_title_pairs {
-            push(&passage.text, closed(title), View::Title, rng);
-        }
-        for _ in 0..config.title_span_pairs {
-            if rng.random::<bool>() {
-                let span = random_span(&text, config.span_words, false, rng);
-                push(&span, closed(title), View::Title, rng);
-            } else {
-                let span = random_span(&text, config.span_words, true, rng);
-                push(title, span, View::Body, rng);
-            }
-        }
-    }
-    if !text.is_empty() {
-        for _ in 0..config.span_pairs {
-            let source = random_span(&text, config.span_words, false, rng);
-            let target = random_span(&text, config.span_words, true, rng);
-            push(&source, target, View::Body, rng);
-        }
-    }
-    if !title.is_empty() {
-        for pq in passage.pseudo_queries.iter().take(config.pseudo_queries) {
-            push(pq, closed(title), View::Title, rng);
-        }
-    }
-    pairs
+/// The kinds of a passage's indexing pairs, in slot order, and how many of each: whole text →
+/// title, span ↔ title, span → span, pseudo-query → title.
+fn indexing_counts(shape: Shape, config: &PairConfig) -> [usize; 4] {
+    let both = shape.title() && shape.words();
+    [
+        if both { config.passage_title_pairs } else { 0 },
+        if both { config.title_span_pairs } else { 0 },
+        if shape.words() { config.span_pairs } else { 0 },
+        if shape.title() { shape.pseudo_queries().min(config.pseudo_queries) } else { 0 },
+    ]
 }
 
-/// All stage-1 pairs: supervised pairs for each `(query, relevant passage ids)`, then (if
-/// configured) unsupervised pairs for every passage. Relevant ids missing from `corpus` are
-/// returned separately so the caller can report them.
-pub fn build_pairs<'a>(
-    corpus: &'a [Passage],
-    judged: impl IntoIterator<Item = (&'a Query, Vec<&'a str>)>,
-    config: &PairConfig,
-) -> (Vec<TrainingPair>, Vec<String>) {
-    let by_id: std::collections::HashMap<&str, &Passage> = corpus.iter().map(|p| (p.id.as_str(), p)).collect();
-    let mut rng = StdRng::seed_from_u64(config.seed);
-    let mut pairs = Vec::new();
-    let mut unknown = Vec::new();
-    for (query, relevant) in judged {
-        for id in relevant {
-            match by_id.get(id) {
-                Some(passage) => pairs.extend(supervised_pairs(&query.text, passage, config, &mut rng)),
-                None => unknown.push(id.to_string()),
-            }
+/// Indexing pairs of one passage.
+pub fn indexing_slots(shape: Shape, config: &PairConfig) -> u64 {
+    indexing_counts(shape, config).iter().sum::<usize>() as u64
+}
+
+/// Indexing pair `slot` of a passage alone (SEAL's indexing pairs, see the module
+/// documentation; `slot < indexing_slots`).
+pub fn indexing_pair(passage: &Passage, slot: u64, config: &PairConfig, rng: &mut StdRng) -> TrainingPair {
+    let text = words(&passage.text);
+    let title = passage.title.trim();
+    let [whole, title_spans, spans, _] = indexing_counts(Shape::of(passage), config);
+    let slot = slot as usize;
+    let (source, target, view) = if slot < whole {
+        (passage.text.clone(), closed(title), View::Title)
+    } else if slot < whole + title_spans {
+        if rng.random::<bool>() {
+            (random_span(&text, config.span_words, false, rng), closed(title), View::Title)
+        } else {
+            (title.to_string(), random_span(&text, config.span_words, true, rng), View::Body)
         }
-    }
-    if config.unsupervised {
-        for passage in corpus {
-            pairs.extend(unsupervised_pairs(passage, config, &mut rng));
-        }
-    }
-    (pairs, unknown)
+    } else if slot < whole + title_spans + spans {
+        let source = random_span(&text, config.span_words, false, rng);
+        (source, random_span(&text, config.span_words, true, rng), View::Body)
+    } else {
+        let pq = passage.pseudo_queries.get(slot - whole - title_spans - spans).map(String::as_str).unwrap_or_default();
+        (pq.to_string(), closed(title), View::Title)
+    };
+    let source = if rng.random::<f64>() < config.lowercase_sources { source.to_lowercase() } else { source };
+    TrainingPair { source: view.source(&source), target, view }
+}
+
+/// All indexing pairs of a passage, each slot drawn in turn from `rng`.
+pub fn unsupervised_pairs(passage: &Passage, config: &PairConfig, rng: &mut StdRng) -> Vec<TrainingPair> {
+    (0..indexing_slots(Shape::of(passage), config)).map(|slot| indexing_pair(passage, slot, config, rng)).collect()
 }

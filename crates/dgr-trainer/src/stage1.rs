@@ -9,7 +9,8 @@ use dgr_model::tokenizer::{Encoded, TextTokenizer, batch};
 use tracing::warn;
 
 use crate::engine::{EngineConfig, Example, Loss, Objective, TrainError};
-use crate::pairs::{PairConfig, TrainingPair};
+use crate::pair_space::PairSource;
+use crate::pairs::PairConfig;
 
 /// Stage 1 (`dgr train-gen`, `[train_gen]`): the student (a BERT2BERT warm-started from a
 /// pretrained BERT, or a pretrained BART) trained on multiview identifier pairs of the train split.
@@ -31,65 +32,58 @@ pub struct TrainGenConfig {
     pub pairs: PairConfig,
 }
 
-/// Token ids of a pair, ready to batch: the source with special tokens; the labels are the
-/// target tokens after the start token, ending with the separator that ends a sequence.
-struct Tokenized {
-    source: Encoded,
-    labels: Vec<i64>,
-}
-
 /// The generation loss over stage-1 pairs (label-smoothed token cross-entropy), logging the
-/// unsmoothed NLL and the teacher-forced token accuracy.
-pub struct GenerationObjective {
-    data: Vec<Tokenized>,
+/// unsmoothed NLL, the teacher-forced token accuracy and `truncated`, the share of the step's
+/// pairs cut to the token limits. Pairs are read and tokenised when a step asks for them; with
+/// the tokenizers set to refuse overlong sequences, the step that meets one fails.
+pub struct GenerationObjective<P: PairSource> {
+    pairs: P,
+    source_tokenizer: TextTokenizer,
+    target_tokenizer: TextTokenizer,
     pad: u32,
     label_smoothing: f64,
+    warned: bool,
 }
 
-impl GenerationObjective {
-    /// Tokenises `pairs`; sources and targets over the tokenizers' limits are cut (counted in
-    /// a warning) or refused, as the tokenizers are set.
+impl<P: PairSource> GenerationObjective<P> {
     pub fn new(
-        pairs: &[TrainingPair],
-        source_tokenizer: &TextTokenizer,
-        target_tokenizer: &TextTokenizer,
+        pairs: P,
+        source_tokenizer: TextTokenizer,
+        target_tokenizer: TextTokenizer,
         pad: u32,
         label_smoothing: f64,
-    ) -> Result<Self, TrainError> {
-        let (mut cut_sources, mut cut_targets) = (0usize, 0usize);
-        let data = pairs
-            .iter()
-            .map(|pair| {
-                let source = source_tokenizer.encode(&pair.source)?;
-                let target = target_tokenizer.encode(&pair.target)?;
-                cut_sources += usize::from(source.truncated);
-                cut_targets += usize::from(target.truncated);
-                let labels = target.ids.iter().skip(1).map(|&t| i64::from(t)).collect();
-                Ok(Tokenized { source, labels })
-            })
-            .collect::<Result<Vec<_>, TrainError>>()?;
-        if cut_sources + cut_targets > 0 {
-            warn!(
-                sources = cut_sources,
-                source_limit = source_tokenizer.max_length(),
-                targets = cut_targets,
-                target_limit = target_tokenizer.max_length(),
-                "training pairs truncated to the token limits"
-            );
-        }
-        Ok(GenerationObjective { data, pad, label_smoothing })
+    ) -> Self {
+        GenerationObjective { pairs, source_tokenizer, target_tokenizer, pad, label_smoothing, warned: false }
     }
 }
 
-impl Objective for GenerationObjective {
+impl<P: PairSource> Objective for GenerationObjective<P> {
     fn examples(&self) -> usize {
-        self.data.len()
+        self.pairs.pairs() as usize
     }
 
     fn loss(&mut self, model: &Student, examples: &mut [Example]) -> Result<Loss, TrainError> {
         let device = model.device();
-        let sources: Vec<Encoded> = examples.iter().map(|e| self.data[e.index].source.clone()).collect();
-        let labels: Vec<Vec<i64>> = examples.iter().map(|e| self.data[e.index].labels.clone()).collect();
+        let mut sources: Vec<Encoded> = Vec::with_capacity(examples.len());
+        // Labels are the target tokens after the start token, ending with the separator.
+        let mut labels: Vec<Vec<i64>> = Vec::with_capacity(examples.len());
+        let mut truncated = 0usize;
+        for example in examples.iter() {
+            let pair = self.pairs.pair(example.index as u64)?;
+            let source = self.source_tokenizer.encode(&pair.source)?;
+            let target = self.target_tokenizer.encode(&pair.target)?;
+            truncated += usize::from(source.truncated || target.truncated);
+            labels.push(target.ids.iter().skip(1).map(|&t| i64::from(t)).collect());
+            sources.push(source);
+        }
+        if truncated > 0 && !self.warned {
+            self.warned = true;
+            warn!(
+                source_limit = self.source_tokenizer.max_length(),
+                target_limit = self.target_tokenizer.max_length(),
+                "training pairs are cut to the token limits (train_log.jsonl: `truncated`, the share per step)"
+            );
+        }
         // The loss is the mean over label tokens.
         let weight = labels.iter().map(Vec::len).sum::<usize>() as f64;
         let input = batch(&sources, &device);
@@ -98,6 +92,7 @@ impl Objective for GenerationObjective {
         let measures = BTreeMap::from([
             ("nll", f64::from(loss.nll.into_scalar::<f32>())),
             ("accuracy", f64::from(loss.accuracy.into_scalar::<f32>())),
+            ("truncated", truncated as f64 / examples.len().max(1) as f64),
         ]);
         Ok(Loss { loss: loss.loss, weight, measures })
     }

@@ -1,16 +1,20 @@
 //! The training engine: stage 1 learns on real pairs, a run stopped after a checkpoint and
 //! resumed ends with the weights of an uninterrupted run (bit for bit, on CPU), and damaged,
-//! foreign or mis-shaped checkpoints are skipped or refused as documented.
+//! foreign or mis-shaped checkpoints are skipped or refused as documented. Stage 1 trains on
+//! pairs streamed from the corpus file: the same pairs come in the same order on a rerun, after
+//! a resume and on two ranks.
 
+use std::collections::HashSet;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
 
 use burn::module::Module;
 use burn::tensor::Device;
 use dgr_collective::{RingConfig, TcpRing};
 use dgr_core::Passage;
-use dgr_core::arrow_file::read_records;
+use dgr_core::arrow_file::RowReader;
 use dgr_core::import::{DatasetFormat, ImportOptions, import};
 use dgr_core::progress::NoProgress;
 use dgr_model::bert::BertConfig;
@@ -18,8 +22,9 @@ use dgr_model::bert2bert::Bert2BertConfig;
 use dgr_model::student::{Student, StudentConfig};
 use dgr_model::tokenizer::TextTokenizer;
 use dgr_trainer::checkpoint::{CheckpointError, RunIdentity};
-use dgr_trainer::engine::{EngineConfig, RunSetup, StepLog, TrainError, Trained, learning_rate, train};
-use dgr_trainer::pairs::{PairConfig, build_pairs};
+use dgr_trainer::engine::{EngineConfig, RunSetup, StepLog, TrainError, Trained, example_at, learning_rate, train};
+use dgr_trainer::pair_space::{CorpusScan, PairSource, PairSpace, StreamedPairs};
+use dgr_trainer::pairs::{PairConfig, TrainingPair};
 use dgr_trainer::stage1::GenerationObjective;
 
 fn root() -> PathBuf {
@@ -69,9 +74,45 @@ fn tiny_student(hidden: usize, seed: u64) -> (Student, StudentConfig) {
 
 struct Fixture {
     _tmp: tempfile::TempDir,
-    pairs: Vec<dgr_trainer::pairs::TrainingPair>,
+    corpus: PathBuf,
+    pairs: PairConfig,
     source: TextTokenizer,
     target: TextTokenizer,
+}
+
+/// The pairs a run draws, in the order it draws them.
+type Seen = Arc<Mutex<Vec<TrainingPair>>>;
+
+struct Recording<P> {
+    inner: P,
+    seen: Seen,
+}
+
+impl<P: PairSource> PairSource for Recording<P> {
+    fn pairs(&self) -> u64 {
+        self.inner.pairs()
+    }
+
+    fn pair(&mut self, index: u64) -> Result<TrainingPair, TrainError> {
+        let pair = self.inner.pair(index)?;
+        self.seen.lock().unwrap().push(pair.clone());
+        Ok(pair)
+    }
+}
+
+type Objective = GenerationObjective<Recording<StreamedPairs<RowReader<Passage>>>>;
+
+impl Fixture {
+    /// Stage 1 over the indexing pairs of the fixture's corpus file, read by row as steps draw
+    /// them, and the record of the pairs drawn.
+    fn objective(&self) -> (Objective, Seen) {
+        let scan = CorpusScan::read(&self.corpus, &HashSet::new()).unwrap();
+        let corpus = RowReader::open(&self.corpus, &scan.batch_rows).unwrap();
+        let (space, _) = PairSpace::new(self.pairs.clone(), Vec::new(), scan);
+        let seen = Seen::default();
+        let pairs = Recording { inner: StreamedPairs { space, corpus }, seen: seen.clone() };
+        (GenerationObjective::new(pairs, self.source.clone(), self.target.clone(), 0, 0.1), seen)
+    }
 }
 
 fn fixture() -> Fixture {
@@ -79,8 +120,7 @@ fn fixture() -> Fixture {
     let data = tmp.path().join("data");
     let input = root().join("tests/fixtures/wiki-vital/summaries_subset.json");
     import(DatasetFormat::WikiVital, &input, &data, &ImportOptions::default(), &NoProgress).unwrap();
-    let corpus: Vec<Passage> = read_records(&data.join("corpus.arrow")).unwrap();
-    let config = PairConfig {
+    let pairs = PairConfig {
         titles: 1,
         spans: 1,
         unsupervised: true,
@@ -88,10 +128,10 @@ fn fixture() -> Fixture {
         title_span_pairs: 1,
         ..PairConfig::default()
     };
-    let (pairs, _) = build_pairs(&corpus, [], &config);
     let tokenizer = root().join("assets/minilm/tokenizer.json");
     Fixture {
         _tmp: tmp,
+        corpus: data.join("corpus.arrow"),
         pairs,
         source: TextTokenizer::from_file(&tokenizer, 32).unwrap(),
         target: TextTokenizer::from_file(&tokenizer, 16).unwrap(),
@@ -130,9 +170,9 @@ fn run(
     config: &EngineConfig,
     seed: u64,
     stop_after: Option<u64>,
-) -> (Result<Trained, TrainError>, Vec<StepLog>) {
+) -> (Result<Trained, TrainError>, Vec<StepLog>, Vec<TrainingPair>) {
     let (model, model_config) = tiny_student(32, seed);
-    let mut objective = GenerationObjective::new(&f.pairs, &f.source, &f.target, 0, 0.1).unwrap();
+    let (mut objective, pairs) = f.objective();
     let setup = RunSetup::new(dir, identity("wiki-vital"), false);
     let mut seen = Vec::new();
     let result = train(model, &model_config, &mut objective, config, setup, |step, _, _| {
@@ -142,7 +182,8 @@ fn run(
             _ => Ok(()),
         }
     });
-    (result, seen)
+    let pairs = pairs.lock().unwrap().clone();
+    (result, seen, pairs)
 }
 
 fn final_weights(dir: &Path) -> Vec<u8> {
@@ -159,13 +200,33 @@ fn the_schedule_warms_up_then_decays_to_zero() {
 }
 
 #[test]
+fn each_epoch_takes_every_example_once_in_its_own_order() {
+    for examples in [1usize, 7, 64, 1000] {
+        let epoch = |seed: u64, e: u64| -> Vec<usize> {
+            (0..examples as u64).map(|p| example_at(seed, examples, e, p)).collect()
+        };
+        let first = epoch(7, 0);
+        let mut sorted = first.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..examples).collect::<Vec<_>>(), "{examples} examples: one epoch is a permutation");
+        assert_eq!(first, epoch(7, 0), "the same seed and epoch give the same order");
+        if examples >= 64 {
+            assert_ne!(first, epoch(7, 1), "the next epoch has its own order");
+            assert_ne!(first, epoch(8, 0), "another seed another order");
+            let in_place = first.iter().enumerate().filter(|(p, e)| p == *e).count();
+            assert!(in_place * 10 < examples, "{in_place} of {examples} left in place: not shuffled");
+        }
+    }
+}
+
+#[test]
 fn a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one() {
     let _alone = training_alone();
     let f = fixture();
     let tmp = tempfile::tempdir().unwrap();
     let (straight, interrupted) = (tmp.path().join("straight"), tmp.path().join("interrupted"));
 
-    let (result, steps) = run(&f, &straight, &engine(6), 1, None);
+    let (result, steps, straight_pairs) = run(&f, &straight, &engine(6), 1, None);
     assert!(result.unwrap().resumed_from.is_none());
     assert_eq!(steps.len(), 6);
     assert!(steps.iter().all(|s| s.loss.is_finite() && s.grad_norm > 0.0 && s.measures.contains_key("nll")));
@@ -178,12 +239,21 @@ fn a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one() {
     assert_eq!(std::fs::read_to_string(straight.join("checkpoints/latest")).unwrap(), "step-0000006\n");
 
     // Stopped after step 5 (checkpoint 4 is the newest), then resumed from another initial model.
-    let (result, _) = run(&f, &interrupted, &engine(6), 1, Some(5));
+    let (result, _, first_pairs) = run(&f, &interrupted, &engine(6), 1, Some(5));
     assert!(result.is_err());
     let log = std::fs::read_to_string(interrupted.join("train_log.jsonl")).unwrap();
     assert_eq!(log.lines().count(), 5);
-    let (result, steps) = run(&f, &interrupted, &engine(6), 99, None);
+    let (result, steps, resumed_pairs) = run(&f, &interrupted, &engine(6), 99, None);
     assert_eq!(result.unwrap().resumed_from, Some(4));
+    // Steps of 2 micro-batches of 4 pairs: the rerun drew the first 5 steps' pairs, the resumed
+    // run those of steps 5 and 6, each as the uninterrupted run did.
+    assert_eq!(straight_pairs.len(), 48);
+    assert_eq!(first_pairs[..], straight_pairs[..40], "a rerun draws other pairs");
+    assert_eq!(resumed_pairs[..], straight_pairs[32..], "a resumed run draws other pairs");
+    assert!(
+        straight_pairs.iter().any(|p| p.target.ends_with(" @@"))
+            && straight_pairs.iter().any(|p| !p.target.ends_with(" @@"))
+    );
     assert_eq!(steps.iter().map(|s| s.step).collect::<Vec<_>>(), vec![5, 6]);
     assert_eq!(final_weights(&straight), final_weights(&interrupted), "weights differ after resuming");
     let log_lines = |dir: &Path| -> Vec<serde_json::Value> {
@@ -197,9 +267,9 @@ fn a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one() {
     }
 
     // The optimiser state came back too: one more step from each run's last checkpoint agrees.
-    let (result, _) = run(&f, &straight, &engine(7), 3, None);
+    let (result, ..) = run(&f, &straight, &engine(7), 3, None);
     assert_eq!(result.unwrap().resumed_from, Some(6));
-    let (result, _) = run(&f, &interrupted, &engine(7), 4, None);
+    let (result, ..) = run(&f, &interrupted, &engine(7), 4, None);
     assert_eq!(result.unwrap().resumed_from, Some(6));
     assert_eq!(final_weights(&straight), final_weights(&interrupted), "moments differ after resuming");
 
@@ -210,10 +280,10 @@ fn a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one() {
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x40;
     std::fs::write(&optimizer, bytes).unwrap();
-    let (result, _) = run(&f, &interrupted, &engine(7), 5, None);
+    let (result, ..) = run(&f, &interrupted, &engine(7), 5, None);
     assert_eq!(result.unwrap().resumed_from, Some(6), "the flipped byte is detected");
     std::fs::remove_file(interrupted.join("checkpoints/step-0000007/model/model.safetensors")).unwrap();
-    let (result, _) = run(&f, &interrupted, &engine(7), 5, None);
+    let (result, ..) = run(&f, &interrupted, &engine(7), 5, None);
     assert_eq!(result.unwrap().resumed_from, Some(6), "the missing file is detected");
 }
 
@@ -225,7 +295,7 @@ fn checkpoints_of_other_inputs_or_another_model_are_refused() {
     let dir = tmp.path().join("run");
     run(&f, &dir, &engine(2), 1, None).0.unwrap();
 
-    let mut objective = GenerationObjective::new(&f.pairs, &f.source, &f.target, 0, 0.1).unwrap();
+    let (mut objective, _) = f.objective();
     let (model, model_config) = tiny_student(32, 1);
     let setup = RunSetup::new(&dir, identity("msmarco"), false);
     let error = train(model, &model_config, &mut objective, &engine(4), setup, |_, _, _| Ok(())).err().unwrap();
@@ -267,7 +337,7 @@ fn run_ranks(
     config: &EngineConfig,
     world: usize,
     stop_rank: Option<usize>,
-) -> Vec<(Trained, Vec<StepLog>)> {
+) -> Vec<(Trained, Vec<StepLog>, Vec<TrainingPair>)> {
     let listeners: Vec<TcpListener> = (0..world).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
     let peers: Vec<_> = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
     let students: Vec<_> = (0..world).map(|_| tiny_student(32, 1)).collect();
@@ -281,7 +351,7 @@ fn run_ranks(
                 scope.spawn(move || {
                     let ring = TcpRing::connect(rank, listener, peers, &RingConfig::default()).unwrap();
                     let stop = AtomicBool::new(stop_rank == Some(rank));
-                    let mut objective = GenerationObjective::new(&f.pairs, &f.source, &f.target, 0, 0.1).unwrap();
+                    let (mut objective, pairs) = f.objective();
                     let setup = RunSetup {
                         collective: Box::new(ring),
                         stop: Some(&stop),
@@ -293,7 +363,8 @@ fn run_ranks(
                         Ok(())
                     })
                     .unwrap();
-                    (trained, seen)
+                    let pairs = pairs.lock().unwrap().clone();
+                    (trained, seen, pairs)
                 })
             })
             .collect();
@@ -308,7 +379,7 @@ fn two_ranks_take_the_steps_of_one_rank_with_twice_the_batch() {
     let tmp = tempfile::tempdir().unwrap();
     let one = EngineConfig { batch_size: 4, ..engine(4) };
     let two = EngineConfig { batch_size: 2, ..engine(4) };
-    let (single, single_steps) = run(&f, &tmp.path().join("one"), &one, 1, None);
+    let (single, single_steps, single_pairs) = run(&f, &tmp.path().join("one"), &one, 1, None);
     let single = parameters(&single.unwrap().model);
     let ranks = run_ranks(&f, &tmp.path().join("two"), &two, 2, None);
 
@@ -330,6 +401,12 @@ fn two_ranks_take_the_steps_of_one_rank_with_twice_the_batch() {
         assert!((a.grad_norm - b.grad_norm).abs() < 1e-3 * a.grad_norm, "{} against {}", a.grad_norm, b.grad_norm);
     }
     assert!(ranks[1].1.iter().all(|s| s.measures.contains_key("all_reduce_seconds")));
+    // Each micro-batch's 4 pairs: rank 0 draws the first 2, rank 1 the other 2.
+    assert_eq!(single_pairs.len(), 32);
+    for (m, global) in single_pairs.chunks(4).enumerate() {
+        assert_eq!(global[..2], ranks[0].2[2 * m..2 * m + 2], "micro-batch {m}, rank 0");
+        assert_eq!(global[2..], ranks[1].2[2 * m..2 * m + 2], "micro-batch {m}, rank 1");
+    }
 }
 
 #[test]
@@ -343,13 +420,13 @@ fn a_stop_on_one_rank_stops_all_at_one_checkpoint_and_a_resume_on_one_rank_finis
     let expected = parameters(&whole[0].0.model);
 
     let ranks = run_ranks(&f, &stopped, &config, 2, Some(1));
-    assert!(ranks.iter().all(|(t, seen)| t.stopped_at == Some(1) && seen.len() == 1));
+    assert!(ranks.iter().all(|(t, seen, _)| t.stopped_at == Some(1) && seen.len() == 1));
     assert_eq!(std::fs::read_to_string(stopped.join("checkpoints/latest")).unwrap(), "step-0000001\n");
     assert!(!stopped.join("weights/final").exists(), "a stopped run has no final weights");
 
     // The rest of the run on one rank with the same global batch: the same examples.
     let single = EngineConfig { batch_size: 4, ..config.clone() };
-    let (result, steps) = run(&f, &stopped, &single, 5, None);
+    let (result, steps, _) = run(&f, &stopped, &single, 5, None);
     let resumed = result.unwrap();
     assert_eq!((resumed.resumed_from, steps.len()), (Some(1), 2));
     let apart = expected.iter().zip(&parameters(&resumed.model)).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);

@@ -7,7 +7,8 @@ use dgr_core::import::{DatasetFormat, ImportOptions, import};
 use dgr_core::progress::NoProgress;
 use dgr_core::trec::read_qrels;
 use dgr_core::{Passage, Query};
-use dgr_trainer::pairs::{PairConfig, TrainingPair, View, build_pairs, supervised_pairs, unsupervised_pairs};
+use dgr_trainer::pair_space::{CorpusScan, PairSpace};
+use dgr_trainer::pairs::{PairConfig, TrainingPair, View, supervised_pairs, unsupervised_pairs};
 use rand::SeedableRng;
 
 struct Data {
@@ -34,11 +35,20 @@ fn wiki_train() -> Data {
     }
 }
 
-fn pairs(data: &Data, config: &PairConfig) -> Vec<TrainingPair> {
-    let judged = data.queries.iter().map(|q| (q, data.relevant[&q.id].iter().map(String::as_str).collect()));
-    let (pairs, unknown) = build_pairs(&data.corpus, judged, config);
+fn space_of(data: &Data, config: &PairConfig) -> PairSpace {
+    let judged: Vec<(String, Vec<String>)> =
+        data.queries.iter().map(|q| (q.text.clone(), data.relevant[&q.id].clone())).collect();
+    let wanted = judged.iter().flat_map(|(_, ids)| ids.iter().map(String::as_str)).collect();
+    let (space, unknown) = PairSpace::new(config.clone(), judged.clone(), CorpusScan::of(&data.corpus, &wanted));
     assert!(unknown.is_empty());
-    pairs
+    space
+}
+
+/// Every pair of the space, in order.
+fn pairs(data: &Data, config: &PairConfig) -> Vec<TrainingPair> {
+    let space = space_of(data, config);
+    let mut corpus = data.corpus.clone();
+    (0..space.pairs()).map(|i| space.pair(i, &mut corpus).unwrap()).collect()
 }
 
 #[test]
@@ -85,7 +95,47 @@ fn every_positive_gets_its_views_and_every_passage_its_unsupervised_pairs() {
         }
     }
     assert_eq!(all, pairs(&data, &config), "the same seed gives the same pairs");
-    assert_ne!(all, pairs(&data, &PairConfig { seed: 7, ..config }), "another seed other spans");
+    assert_ne!(all, pairs(&data, &PairConfig { seed: 7, ..config.clone() }), "another seed other spans");
+    // Each pair is drawn alone: reading them backwards gives the same pairs.
+    let space = space_of(&data, &config);
+    let mut corpus = data.corpus.clone();
+    let backwards: Vec<TrainingPair> = (0..space.pairs()).rev().map(|i| space.pair(i, &mut corpus).unwrap()).collect();
+    assert!(backwards.into_iter().rev().eq(all.iter().cloned()), "a pair depends on its number alone");
+
+    // The numbering is the units' slots in turn: each (query, positive) then each passage, with
+    // the pairs that drawing a unit's pairs in one go gives.
+    let space = space_of(&data, &config);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    let mut expected = Vec::new();
+    for query in &data.queries {
+        for id in &data.relevant[&query.id] {
+            let passage = data.corpus.iter().find(|p| &p.id == id).unwrap();
+            expected.extend(
+                supervised_pairs(&query.text, passage, &config, &mut rng).into_iter().map(|p| (p.view, p.source)),
+            );
+        }
+    }
+    for passage in &data.corpus {
+        expected.extend(unsupervised_pairs(passage, &config, &mut rng).into_iter().map(|p| (p.view, p.source)));
+    }
+    let mut corpus = data.corpus.clone();
+    // Views and sources (for the views whose source is not drawn) follow from the slot alone.
+    let numbered: Vec<(View, String)> =
+        (0..space.pairs()).map(|i| space.pair(i, &mut corpus).unwrap()).map(|p| (p.view, p.source)).collect();
+    assert_eq!(numbered.len(), expected.len());
+    let judged_pairs = 31 * 13;
+    for (i, (a, b)) in numbered.iter().zip(&expected).enumerate() {
+        if i < judged_pairs {
+            assert_eq!(a, b, "pair {i}: its view, the query as source");
+            continue;
+        }
+        match (i - judged_pairs) % 14 {
+            0 => assert_eq!((a.0, a.1.to_lowercase()), (b.0, b.1.to_lowercase()), "pair {i}: the whole text -> title"),
+            1..=3 => {} // at random span -> title or title -> span
+            _ => assert_eq!((a.0, b.0), (View::Body, View::Body), "pair {i}: span -> span"),
+        }
+    }
+    assert!(space.pair(space.pairs(), &mut corpus).is_err(), "no pair past the end");
 }
 
 #[test]
@@ -181,7 +231,10 @@ fn pseudo_queries_give_their_own_views() {
     assert!(sources.contains(&"what is a lighthouse || title || +"), "{sources:?}");
     assert!(sources.contains(&"tower that guides ships || title || +"), "{sources:?}");
 
-    let unknown_query = Query { id: "q".into(), text: "x".into(), answers: vec![] };
-    let (_, unknown) = build_pairs(std::slice::from_ref(&passage), [(&unknown_query, vec!["nope"])], &config);
+    let corpus = std::slice::from_ref(&passage);
+    let judged = vec![("x".to_string(), vec!["nope".to_string(), "p1".to_string()])];
+    let (space, unknown) = PairSpace::new(config.clone(), judged, CorpusScan::of(corpus, &["p1", "nope"].into()));
     assert_eq!(unknown, vec!["nope".to_string()]);
+    // p1 under the query: 3 titles, 10 spans, 5 pseudo-queries; alone: 1 + 3 + 10 + its 2.
+    assert_eq!(space.pairs(), 18 + 16);
 }

@@ -50,7 +50,8 @@ fn titles_are_learned_and_weights_are_saved_loadable() {
     let target_tokenizer = TextTokenizer::from_file(&minilm.join("tokenizer.json"), 16).unwrap();
     let out = tmp.path().join("stage1");
     let mut seen: Vec<StepLog> = Vec::new();
-    let mut objective = GenerationObjective::new(&pairs, &source_tokenizer, &target_tokenizer, 0, 0.0).unwrap();
+    let mut objective =
+        GenerationObjective::new(pairs.clone(), source_tokenizer.clone(), target_tokenizer.clone(), 0, 0.0);
     let setup = RunSetup::new(&out, RunIdentity::default(), false);
     train(model, &model_config, &mut objective, &config(12), setup, |s, _, _| {
         seen.push(s.clone());
@@ -132,7 +133,8 @@ fn a_bart_student_learns_titles_and_is_saved_as_bart() {
     assert!(matches!(model, Student::Bart(_)));
     assert_eq!(model_config, StudentConfig::Bart(bart));
     let target_tokenizer = TextTokenizer::from_file(&minilm.join("tokenizer.json"), 16).unwrap();
-    let mut objective = GenerationObjective::new(&pairs, &source_tokenizer, &target_tokenizer, 0, 0.0).unwrap();
+    let mut objective =
+        GenerationObjective::new(pairs.clone(), source_tokenizer.clone(), target_tokenizer.clone(), 0, 0.0);
     let out = tmp.path().join("stage1");
     let mut losses = Vec::new();
     let engine = EngineConfig { learning_rate: 3e-3, ..config(16) };
