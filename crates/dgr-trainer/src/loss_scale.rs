@@ -96,7 +96,8 @@ impl<'de> Deserialize<'de> for ScoreScale {
 #[serde(deny_unknown_fields, default)]
 pub struct AutoScaleConfig {
     /// Share of the pairs the student already orders right that the margins leave violated at
-    /// the first step (the quantile `m` is taken at).
+    /// the first step (the quantile `m` is taken at). 0.15 was chosen on wiki-vital's dev split
+    /// among 0.1 to 0.25 (docs/benchmarks.md).
     pub margin_quantile: f64,
     /// `ρ`: the step margin as a multiple of the margin (the reference's is 100 / 300).
     pub step_ratio: f64,
@@ -104,7 +105,7 @@ pub struct AutoScaleConfig {
 
 impl Default for AutoScaleConfig {
     fn default() -> Self {
-        AutoScaleConfig { margin_quantile: 0.25, step_ratio: 0.4 }
+        AutoScaleConfig { margin_quantile: 0.15, step_ratio: 0.4 }
     }
 }
 
