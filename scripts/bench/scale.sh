@@ -34,7 +34,7 @@ for size in $sizes; do
   rm -rf "$job"
   export DGR_JOB__DIR=$job
   measure "$size" prepare "$dgr" --config configs/wiki-vital.toml prepare --format wiki-vital "$input"
-  DGR_TRAIN_GEN__ENGINE__EVAL_EVERY=0 DGR_TRAIN_GEN__ENGINE__CHECKPOINT_EVERY=0 \
+  DGR_RANKS__WORLD_SIZE=1 DGR_TRAIN_GEN__ENGINE__EVAL_EVERY=0 DGR_TRAIN_GEN__ENGINE__CHECKPOINT_EVERY=0 \
     measure "$size" stage1-to-step-2 "$dgr" --config configs/wiki-vital.toml train-gen --steps 2 --fresh
   grep -o 'stage-1 training pairs.*\|built stage-1 training pairs.*' "$out/$label-$size-stage1-to-step-2.log" | head -1 || true
 done
